@@ -1,0 +1,39 @@
+# Every target bootstraps its own virtualenv; nothing needs installing by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP_BASE := $(VENV)/.stamp-base
+STAMP_TEST := $(VENV)/.stamp-test
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+.PHONY: demo test bench lint typecheck clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP_BASE): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml $(STAMP_BASE)
+	$(PIP) -e '.[test]'
+	touch $@
+
+venv: $(STAMP_BASE)
+
+demo: $(STAMP_BASE)
+	$(BIN)/commodex demo $(ARGS)
+
+test: $(STAMP_TEST)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP_TEST)
+	$(BIN)/python -m bench $(ARGS)
+
+lint: $(STAMP_TEST)
+	$(BIN)/ruff check .
+	$(BIN)/mypy market jobs simulators serving commodex
+
+clean:
+	rm -rf $(VENV) .commodex build *.egg-info

@@ -1,0 +1,1 @@
+"""The shared domain vocabulary: instruments, units and currencies, event types, codecs."""
