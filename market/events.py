@@ -38,6 +38,17 @@ class QuoteTick(msgspec.Struct, frozen=True, tag="quote.v1", tag_field="type"):
     seq: int = 0
 
 
+class QuoteSample(msgspec.Struct, frozen=True, tag="sample.v1", tag_field="type"):
+    """The last quote of an instrument as of an event-time sampling boundary (bar-rate input to signal logic)."""
+
+    instrument_id: str
+    bid: int
+    ask: int
+    quote_ts_event: int  # when that quote happened; ts_event - quote_ts_event is its age
+    ts_event: int  # the sampling boundary
+    ts_recv: int
+
+
 class Bar(msgspec.Struct, frozen=True, tag="bar.v1", tag_field="type"):
     instrument_id: str
     interval_ns: int
@@ -157,4 +168,7 @@ class DeadLetter(msgspec.Struct, frozen=True, tag="deadletter.v1", tag_field="ty
 
 
 Tick = TradeTick | QuoteTick
-Event = TradeTick | QuoteTick | Bar | ArbitrageSignal | AnomalySignal | CrashWarning | Forecast | Alert | DeadLetter
+Event = (
+    TradeTick | QuoteTick | QuoteSample | Bar | ArbitrageSignal | AnomalySignal | CrashWarning | Forecast
+    | Alert | DeadLetter
+)
