@@ -1,0 +1,201 @@
+"""CLI runners for the embedded runtime: demo (live simulated feeds + dashboard), simulate, replay."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import msgspec
+import numpy as np
+
+from commodex.embedded.engine import EmbeddedEngine, Summary
+from jobs.edge import ingest_ticks
+from jobs.pipeline import PipelineConfig
+from jobs.sink import Sink
+from market.columns import TickColumns
+from market.events import DeadLetter
+from market.instruments import default_registry
+
+DEMO_SCENARIOS = ("calm", "arbitrage", "crossed", "spike", "dirty")
+REPLAY_BATCH_ROWS = 65_536
+
+
+def _print_summary(summary: Summary, as_json: bool, extra: dict[str, object] | None = None) -> None:
+    doc = msgspec.to_builtins(summary) | (extra or {})
+    if as_json:
+        print(json.dumps(doc, separators=(",", ":")))
+    else:
+        for k, v in doc.items():
+            print(f"{k:>24}: {v}")
+
+
+def _open_store(state_dir: str):  # type: ignore[no-untyped-def]
+    from commodex.embedded.storage import ClickHouseStore, StorageConfig
+
+    store = ClickHouseStore(StorageConfig(state_dir=state_dir))
+    store.migrate()
+    return store
+
+
+# -- simulate -------------------------------------------------------------------------------------------
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from feeds.tickfile import write_ticks
+    from simulators.config import SimConfig
+    from simulators.market import simulate
+
+    scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip())
+    table = simulate(SimConfig(scenarios=scenarios, seed=args.seed, duration_s=args.duration))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_ticks(table, args.out)
+    print(f"wrote {table.num_rows} messages to {args.out}", file=sys.stderr)
+    return 0
+
+
+# -- replay ---------------------------------------------------------------------------------------------
+
+def replay_batches(columns: TickColumns, speed: float) -> list[tuple[int, int]]:
+    """Row ranges per batch: big batches at max speed; at speed X, one batch per 50 ms of feed time."""
+    n = len(columns)
+    if speed <= 0 or n == 0:
+        return [(i, min(i + REPLAY_BATCH_ROWS, n)) for i in range(0, n, REPLAY_BATCH_ROWS)]
+    step = int(50e6 * speed)
+    t = columns.ts_recv
+    edges = np.searchsorted(t, np.arange(t[0], t[-1] + step, step), side="left").tolist() + [n]
+    out = []
+    prev = 0
+    for e in edges[1:]:
+        if e > prev:
+            out.append((prev, e))
+            prev = e
+    return out
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from feeds.tickfile import read_ticks
+
+    registry = default_registry()
+    t_read = time.perf_counter()
+    ing = read_ticks(args.file, registry)
+    read_s = time.perf_counter() - t_read
+    sinks: list[Sink] = []
+    store = None
+    if not args.no_store:
+        from commodex.embedded.sinks import StoreSink
+
+        store = _open_store(args.state_dir)
+        sinks.append(StoreSink(store))
+    engine = EmbeddedEngine(PipelineConfig(), sinks, registry, runtime="embedded")
+    cols = ing.columns
+    if ing.dead_letters:
+        engine.offer(TickColumns.empty(), ing.dead_letters)
+    t0 = time.perf_counter()
+    wall0 = time.perf_counter_ns()
+    feed0 = int(cols.ts_recv[0]) if len(cols) else 0
+    for a, b in replay_batches(cols, args.speed):
+        if args.speed > 0:
+            due = wall0 + int((int(cols.ts_recv[b - 1]) - feed0) / args.speed)
+            delay = due - time.perf_counter_ns()
+            if delay > 0:
+                time.sleep(delay / 1e9)
+        engine.offer(cols.take(slice(a, b)))
+    engine.finish()
+    wall = time.perf_counter() - t0
+    if store is not None:
+        store.close()
+    summary = engine.summary()
+    _print_summary(summary, args.json, {
+        "file": str(args.file), "read_s": round(read_s, 3), "replay_wall_s": round(wall, 3),
+        "throughput_ticks_per_s": round(summary.ticks_in / wall, 1) if wall > 0 else 0.0,
+    })
+    return 0
+
+
+# -- demo -----------------------------------------------------------------------------------------------
+
+async def _batches(messages: AsyncIterator[bytes], batch_ms: int) -> AsyncIterator[list[bytes]]:
+    """Group wire messages into micro-batches of about batch_ms (the engine's unit of work)."""
+    buf: list[bytes] = []
+    deadline = time.monotonic() + batch_ms / 1000
+    async for m in messages:
+        buf.append(m)
+        if time.monotonic() >= deadline:
+            yield buf
+            buf = []
+            deadline = time.monotonic() + batch_ms / 1000
+    if buf:
+        yield buf
+
+
+async def _demo(args: argparse.Namespace) -> Summary:
+    from commodex.embedded.sinks import HubSink, StoreSink
+    from serving.app import Services, create_app
+    from serving.live import LiveHub
+    from serving.services import HistoryService
+    from simulators.config import SimConfig
+    from simulators.live import live_messages
+
+    registry = default_registry()
+    store = _open_store(args.state_dir)
+    hub = LiveHub()
+    hub.bind(asyncio.get_running_loop())
+    engine = EmbeddedEngine(PipelineConfig(), [StoreSink(store), HubSink(hub)], registry, runtime="embedded")
+    services = Services(history=HistoryService(store), hub=hub, registry=registry,
+                        status=lambda: msgspec.to_builtins(engine.summary()))
+    server = None
+    server_task = None
+    if not args.no_serve:
+        import uvicorn
+
+        app = create_app(services)
+        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                               lifespan="on"))
+        server_task = asyncio.create_task(server.serve())
+        print(f"commodex dashboard: http://{args.host}:{args.port}/", file=sys.stderr)
+    scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip()) or DEMO_SCENARIOS
+    sim = SimConfig(scenarios=scenarios, seed=args.seed, duration_s=args.duration if args.duration > 0 else 0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def pump() -> None:
+        async for msgs in _batches(live_messages(sim), batch_ms=50):
+            t_arrival = time.perf_counter_ns()
+            ing = ingest_ticks(msgs, registry, ts_recv_ns=time.time_ns())
+            engine.offer(ing.columns, ing.dead_letters, arrival_ns=t_arrival)
+            if stop.is_set():
+                break
+
+    pump_task = asyncio.create_task(pump())
+    waiters = [pump_task, asyncio.create_task(stop.wait())]
+    if args.duration > 0:
+        waiters.append(asyncio.create_task(asyncio.sleep(args.duration + 1)))
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    for t in waiters:
+        t.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pump_task
+    engine.finish()
+    if server is not None and server_task is not None:
+        server.should_exit = True
+        await server_task
+    store.close()
+    return engine.summary()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    summary = asyncio.run(_demo(args))
+    _print_summary(summary, args.json)
+    return 0
+
+
+__all__ = ["run_demo", "run_replay", "run_simulate", "replay_batches", "DeadLetter"]
