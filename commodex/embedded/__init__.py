@@ -1,0 +1,1 @@
+"""The embedded runtime's infrastructure: in-process bus and ClickHouse (chdb) storage."""
