@@ -94,6 +94,7 @@ class ArbitrageSignal(msgspec.Struct, frozen=True, tag="signal.arbitrage.v1", ta
     ts_event: int
     ts_recv: int
     duration_ns: int = 0  # how long the edge has been open (on close: total)
+    detail: str = ""  # why it opened / closed (e.g. "stale quote: USDINR.FX age 6000 ms > 5000 ms")
 
 
 class AnomalySignal(msgspec.Struct, frozen=True, tag="signal.anomaly.v1", tag_field="type"):
