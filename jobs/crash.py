@@ -40,7 +40,7 @@ CRASH_SNAPSHOT_VERSION = 1
 
 class CrashConfig(Config, frozen=True):
     drawdown_pct: float = 3.0
-    window_s: int = 300
+    window_s: int = 120  # a crash is fast: warnings can fire once window_s + min_baseline_s of data are in
     volume_ratio: float = 3.0
     baseline_halflife_s: int = 1800
     min_baseline_s: int = 60

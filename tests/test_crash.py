@@ -12,6 +12,12 @@ from market.fixedpoint import to_fixed
 
 S = 1_000_000_000
 MS = 1_000_000
+
+def CFG300(**kw: object) -> CrashConfig:  # noqa: N802 - reads like the config it builds
+    """These scenarios were designed on a 300 s window (the default is 120 s)."""
+    return CrashConfig(**({"window_s": 300} | kw))  # type: ignore[arg-type]
+
+
 INST = "CL.NYMEX"
 
 
@@ -65,7 +71,7 @@ def drawdowns(path: list[float], window_s: int = 300) -> list[float]:
 class TestCrashScenario:
     def test_warns_once_when_drawdown_crosses_threshold(self) -> None:
         path, vols = crash_scenario()
-        out = run(CrashLogic(CrashConfig(), INST), bars_from(path, vols))
+        out = run(CrashLogic(CFG300(), INST), bars_from(path, vols))
         first = next(i for i, d in enumerate(drawdowns(path)) if d >= 3.0)
         assert 900 <= first < 960
         (w,) = out
@@ -81,23 +87,23 @@ class TestCrashScenario:
         path, vols = calm(7200, rng)
         vols = [v * 4 if (i // 60) % 17 == 0 else v for i, v in enumerate(vols)]  # volume bursts, no falls
         assert max(drawdowns(path)) < 1.0
-        assert run(CrashLogic(CrashConfig(), INST), bars_from(path, vols)) == []
+        assert run(CrashLogic(CFG300(), INST), bars_from(path, vols)) == []
 
     def test_fall_on_normal_volume_is_no_crash(self) -> None:
         path, vols = crash_scenario(fall_volume=110)
-        assert run(CrashLogic(CrashConfig(), INST), bars_from(path, vols)) == []
+        assert run(CrashLogic(CFG300(), INST), bars_from(path, vols)) == []
 
     def test_shallow_fall_on_heavy_volume_is_no_crash(self) -> None:
         path, vols = crash_scenario(drop=0.025)
-        assert run(CrashLogic(CrashConfig(), INST), bars_from(path, vols)) == []
+        assert run(CrashLogic(CFG300(), INST), bars_from(path, vols)) == []
 
     def test_whole_window_ratio_misses_a_60s_fall(self) -> None:
         # documents why the default measures the fall: over the 300 s window the same crash is only ~1.8x
         path, vols = crash_scenario()
-        assert run(CrashLogic(CrashConfig(volume_span="window"), INST), bars_from(path, vols)) == []
+        assert run(CrashLogic(CFG300(volume_span="window"), INST), bars_from(path, vols)) == []
         # ... and the window mode does fire when the heavy volume fills the window
         path, vols = crash_scenario(fall_s=300)
-        out = run(CrashLogic(CrashConfig(volume_span="window"), INST), bars_from(path, vols))
+        out = run(CrashLogic(CFG300(volume_span="window"), INST), bars_from(path, vols))
         assert len(out) == 1 and out[0].volume_ratio >= 3.0  # type: ignore[union-attr]
 
     def test_needs_min_baseline_history(self) -> None:
@@ -106,33 +112,33 @@ class TestCrashScenario:
         path, vols = crash_scenario(calm_s=300)
         first = next(i for i, d in enumerate(drawdowns(path)) if d >= 3.0)
         assert first + 1 - 300 < 60
-        (w,) = run(CrashLogic(CrashConfig(), INST), bars_from(path, vols))
+        (w,) = run(CrashLogic(CFG300(), INST), bars_from(path, vols))
         assert w.ts_event == (300 + 60) * S
-        (w0,) = run(CrashLogic(CrashConfig(min_baseline_s=0), INST), bars_from(path, vols))
+        (w0,) = run(CrashLogic(CFG300(min_baseline_s=0), INST), bars_from(path, vols))
         assert w0.ts_event == (first + 1) * S
 
 
 class TestThresholds:
     def probe(self) -> CrashWarning:
         path, vols = crash_scenario()
-        (w,) = run(CrashLogic(CrashConfig(drawdown_pct=3.0, volume_ratio=0.5), INST), bars_from(path, vols))
+        (w,) = run(CrashLogic(CFG300(drawdown_pct=3.0, volume_ratio=0.5), INST), bars_from(path, vols))
         assert isinstance(w, CrashWarning)
         return w
 
     def test_volume_ratio_is_inclusive(self) -> None:
         w = self.probe()
         bars = bars_from(*crash_scenario())
-        at = run(CrashLogic(CrashConfig(volume_ratio=w.volume_ratio), INST), bars)
+        at = run(CrashLogic(CFG300(volume_ratio=w.volume_ratio), INST), bars)
         assert [x.ts_event for x in at] == [w.ts_event]
-        above = run(CrashLogic(CrashConfig(volume_ratio=math.nextafter(w.volume_ratio, math.inf)), INST), bars)
+        above = run(CrashLogic(CFG300(volume_ratio=math.nextafter(w.volume_ratio, math.inf)), INST), bars)
         assert [x.ts_event for x in above] != [w.ts_event]
 
     def test_drawdown_is_inclusive(self) -> None:
         w = self.probe()
         bars = bars_from(*crash_scenario())
-        at = run(CrashLogic(CrashConfig(drawdown_pct=w.drawdown_pct), INST), bars)
+        at = run(CrashLogic(CFG300(drawdown_pct=w.drawdown_pct), INST), bars)
         assert [x.ts_event for x in at] == [w.ts_event]
-        above = run(CrashLogic(CrashConfig(drawdown_pct=math.nextafter(w.drawdown_pct, math.inf)), INST), bars)
+        above = run(CrashLogic(CFG300(drawdown_pct=math.nextafter(w.drawdown_pct, math.inf)), INST), bars)
         assert [x.ts_event for x in above] != [w.ts_event]
 
 
@@ -151,7 +157,7 @@ class TestEpisodes:
 
     def test_rearmed_after_recovery(self) -> None:
         # back within 1 % of the old top (< 1.5 %) re-arms; the second fall warns again
-        out = run(CrashLogic(CrashConfig(), INST), self.crash_bounce_crash(bounce_to=1.0))
+        out = run(CrashLogic(CFG300(), INST), self.crash_bounce_crash(bounce_to=1.0))
         assert len(out) == 2
 
     def test_not_rearmed_without_recovery(self) -> None:
@@ -167,9 +173,9 @@ class TestBaselineAndGaps:
         # a trade every other second at 200: 100 per second, same as a trade every second at 100
         rng = random.Random(6)
         path, _ = calm(800, rng)
-        dense = CrashLogic(CrashConfig(), INST)
+        dense = CrashLogic(CFG300(), INST)
         run(dense, bars_from(path, [100] * 800))
-        sparse = CrashLogic(CrashConfig(), INST)
+        sparse = CrashLogic(CFG300(), INST)
         run(sparse, bars_from(path[::2], [200] * 400, times=list(range(0, 800, 2))))
         assert dense.baseline_per_s == pytest.approx(100.0, rel=1e-9)
         assert sparse.baseline_per_s == pytest.approx(100.0, rel=0.02)
@@ -178,10 +184,10 @@ class TestBaselineAndGaps:
         rng = random.Random(7)
         path, _ = calm(1600, rng)
         times = list(range(800)) + [t + 4 * 3600 for t in range(800, 1600)]  # 4 h closed in the middle
-        kept = CrashLogic(CrashConfig(), INST)
+        kept = CrashLogic(CFG300(), INST)
         run(kept, bars_from(path, [100] * 1600, times=times))
         assert kept.baseline_per_s == pytest.approx(100.0, rel=1e-9)
-        counted = CrashLogic(CrashConfig(max_gap_s=10**6), INST)
+        counted = CrashLogic(CFG300(max_gap_s=10**6), INST)
         run(counted, bars_from(path, [100] * 1600, times=times))
         assert counted.baseline_per_s < 25.0  # 4 h of zeros, then 500 s at 100/s with a 30 min half-life
 
@@ -192,7 +198,7 @@ class TestBaselineAndGaps:
         path = [round(-10.0 - 0.001 * (i % 5), 3) for i in range(660)]
         path += [round(-10.0 - 0.5 * (k + 1) / 40, 3) for k in range(40)]
         vols = vols[:660] + [600] * 40
-        (w,) = run(CrashLogic(CrashConfig(), INST), bars_from(path, vols))
+        (w,) = run(CrashLogic(CFG300(), INST), bars_from(path, vols))
         assert isinstance(w, CrashWarning)
         assert w.peak == to_fixed(-10.0)
         assert w.drawdown_pct == pytest.approx((-10.0 - w.last / 1e9) / 10.0 * 100, rel=1e-9)
@@ -206,13 +212,13 @@ class TestInputs:
         noisy = list(bars)
         noisy.insert(500, msgspec.structs.replace(bars[499], revision=1, volume=10**7, close=1))
         noisy.insert(300, bars_from([1.0, 1.0], [10**7, 10**7], t0=300, interval_s=60)[1])
-        logic = CrashLogic(CrashConfig(), INST)
-        assert run(logic, noisy) == run(CrashLogic(CrashConfig(), INST), bars)
-        assert len(run(CrashLogic(CrashConfig(), INST), bars)) == 1
+        logic = CrashLogic(CFG300(), INST)
+        assert run(logic, noisy) == run(CrashLogic(CFG300(), INST), bars)
+        assert len(run(CrashLogic(CFG300(), INST), bars)) == 1
 
     def test_late_bar_is_a_dead_letter(self) -> None:
         bars = bars_from(*calm(10, random.Random(9)))
-        logic = CrashLogic(CrashConfig(), INST)
+        logic = CrashLogic(CFG300(), INST)
         run(logic, bars)
         (dl,) = logic.on_item(bars[4])
         assert isinstance(dl, DeadLetter) and (dl.source, dl.reason) == ("crash", "late")
@@ -227,15 +233,15 @@ class TestInputs:
 class TestSnapshotRestore:
     def test_restore_mid_stream_equals_uninterrupted(self) -> None:
         bars = TestEpisodes().crash_bounce_crash(bounce_to=1.0)
-        full = run(CrashLogic(CrashConfig(), INST), bars)
+        full = run(CrashLogic(CFG300(), INST), bars)
         assert len(full) == 2
         for cut in (1, 299, 300, 301, 700, 930, 931, 1200, 1561, len(bars) - 1):
-            logic = CrashLogic(CrashConfig(), INST)
+            logic = CrashLogic(CFG300(), INST)
             first = run(logic, bars[:cut])
             snap = msgspec.msgpack.decode(msgspec.msgpack.encode(logic.snapshot()), type=CrashSnapshot)
-            assert first + run(CrashLogic.restore(CrashConfig(), snap), bars[cut:]) == full, cut
+            assert first + run(CrashLogic.restore(CFG300(), snap), bars[cut:]) == full, cut
 
     def test_restore_rejects_wrong_version(self) -> None:
-        snap = CrashLogic(CrashConfig(), INST).snapshot()
+        snap = CrashLogic(CFG300(), INST).snapshot()
         with pytest.raises(ValueError, match="version"):
-            CrashLogic.restore(CrashConfig(), msgspec.structs.replace(snap, version=99))
+            CrashLogic.restore(CFG300(), msgspec.structs.replace(snap, version=99))
