@@ -1,0 +1,88 @@
+"""A live market feed: the simulator's messages as wire bytes, paced so event time tracks the wall clock.
+
+The run starts at clock() and is generated block by block (`SimConfig.block_s` of simulated time), so an
+endless run (duration_s <= 0) continues seamlessly and the same seed gives the same sequence. Each message
+is released when its receive time is due: start + (ts_recv - start) / speed on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+import numpy as np
+
+from market.codec import encode
+from market.events import QuoteTick, Side, TradeTick
+from market.fixedpoint import PRICE_SCALE
+from market.instruments import Registry
+from simulators.config import SimConfig
+from simulators.market import MarketGenerator
+from simulators.microstructure import BUY, KIND_QUOTE, KIND_RAW, SELL, SimRows
+
+_SIDE = {BUY: Side.BUY, SELL: Side.SELL}
+_json = msgspec.json.Encoder()
+
+
+def _fixed(x: np.ndarray) -> tuple[list[int], np.ndarray]:
+    ok = np.isfinite(x)
+    return np.round(np.where(ok, x, 0.0) * PRICE_SCALE).astype(np.int64).tolist(), ok
+
+
+def wire_messages(rows: SimRows, names: list[str], raw_messages: list[str]) -> list[bytes]:
+    """One wire message per row (ts_recv = 0: the receiver stamps it). Raw rows go out as received;
+    NaN prices, which fixed point cannot carry, go out with a null price (they decode as malformed)."""
+    price, ok_p = _fixed(rows.price)
+    bid, ok_b = _fixed(rows.bid)
+    ask, ok_a = _fixed(rows.ask)
+    inst, kind, ts, seq = rows.inst.tolist(), rows.kind.tolist(), rows.ts_event.tolist(), rows.seq.tolist()
+    size, bsz, asz = rows.size.tolist(), rows.bid_size.tolist(), rows.ask_size.tolist()
+    aggr, raw = rows.aggressor.tolist(), rows.raw.tolist()
+    out: list[bytes] = []
+    for i in range(len(rows)):
+        k = kind[i]
+        if k == KIND_RAW:
+            out.append(raw_messages[raw[i]].encode())
+            continue
+        iid = names[inst[i]]
+        msg: TradeTick | QuoteTick
+        if k == KIND_QUOTE:
+            msg = QuoteTick(iid, bid[i], ask[i], bsz[i], asz[i], ts[i], 0, seq[i])
+            valid = ok_b[i] and ok_a[i]
+            field = "bid" if not ok_b[i] else "ask"
+        else:
+            msg = TradeTick(iid, price[i], size[i], ts[i], 0, seq[i], _SIDE.get(aggr[i], Side.NONE))
+            valid = ok_p[i]
+            field = "price"
+        if valid:
+            out.append(encode(msg))
+        else:
+            doc = msgspec.to_builtins(msg)
+            doc[field] = None
+            out.append(_json.encode(doc))
+    return out
+
+
+async def live_messages(
+    config: SimConfig,
+    speed: float = 1.0,
+    clock: Callable[[], int] = time.time_ns,
+    *,
+    registry: Registry | None = None,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> AsyncIterator[bytes]:
+    """Wire messages of a run starting now; runs for duration_s of simulated time, forever if <= 0."""
+    if speed <= 0:
+        raise ValueError("speed must be positive")
+    start = clock()
+    gen = MarketGenerator(config.replace(start_ns=start), registry)
+    for rows in gen.blocks():
+        msgs = wire_messages(rows, gen.names, gen.raw_messages)
+        due = ((rows.ts_recv - start) / speed).tolist()  # ns after start; small numbers keep float precision
+        for i, msg in enumerate(msgs):
+            wait_ns = due[i] - (clock() - start)
+            if wait_ns > 0:
+                await sleep(wait_ns / 1e9)
+            yield msg
