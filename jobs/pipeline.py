@@ -14,7 +14,7 @@ import msgspec
 
 from jobs.anomaly import AnomalyConfig, BarAnomalyLogic, StaleFeedLogic
 from jobs.arbitrage import ArbitrageConfig, ArbitrageLogic, routes
-from jobs.bars import BarAggregator, BarsConfig, to_bars
+from jobs.bars import BarAggregator, BarsConfig, late_dead_letters, to_bars
 from jobs.crash import CrashConfig, CrashLogic
 from jobs.logic import Keyed
 from jobs.tickchecks import TickChecker, TickChecksConfig, to_anomalies, to_samples
@@ -99,8 +99,9 @@ class Pipeline:
             return out
         b = self.bars.on_batch(acc)
         if len(b.late_rows):
-            out.dead_letters += self._late(acc, b.late_rows)
-        out.bars = to_bars(b, self.registry, acc)
+            out.dead_letters += late_dead_letters(b, acc, self.registry)
+            self.rejects.add(Reason.LATE, len(b.late_rows))
+        out.bars = to_bars(b, self.registry)
         t = self.checker.on_batch(acc)
         out.signals += to_anomalies(t, acc, self.registry)
         out.samples = to_samples(t, acc, self.registry)
@@ -110,7 +111,7 @@ class Pipeline:
     def finish(self) -> PipelineOutput:
         """End of input: close every open window (watermark = +inf) and run the bar-rate logic on them."""
         out = PipelineOutput()
-        out.bars = to_bars(self.bars.flush(), self.registry, None)
+        out.bars = to_bars(self.bars.flush(), self.registry)
         self._bar_rate(out)
         return out
 
@@ -132,23 +133,3 @@ class Pipeline:
                 self.rejects.add(item.reason)
             else:
                 out.signals.append(item)
-
-    def _late(self, acc: TickColumns, rows) -> list[DeadLetter]:  # type: ignore[no-untyped-def]
-        from market.codec import encode
-
-        self.rejects.add(Reason.LATE, len(rows))
-        out = []
-        for i in rows.tolist():
-            tick = acc.row(i, self.registry)
-            out.append(
-                DeadLetter(
-                    source="bars",
-                    reason=Reason.LATE.label,
-                    detail="event time is beyond the allowed lateness of its window",
-                    raw=encode(tick).decode(),
-                    ts_recv=tick.ts_recv,
-                    instrument_id=tick.instrument_id,
-                    ts_event=tick.ts_event,
-                )
-            )
-        return out

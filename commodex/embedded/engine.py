@@ -38,7 +38,8 @@ class Summary(msgspec.Struct, frozen=True):
     latency_p50_ms: float | None  # tick-to-signal: wall clock from the trigger tick's arrival to the signal's emission
     latency_p99_ms: float | None
     elapsed_s: float
-    ticks_per_s: float
+    busy_s: float  # wall time spent inside the engine (pipeline + sinks)
+    ticks_per_busy_s: float
 
 
 class EmbeddedEngine:
@@ -133,7 +134,8 @@ class EmbeddedEngine:
             latency_p50_ms=round(float(np.percentile(lat, 50)) / 1e6, 3) if len(lat) else None,
             latency_p99_ms=round(float(np.percentile(lat, 99)) / 1e6, 3) if len(lat) else None,
             elapsed_s=round(elapsed, 3),
-            ticks_per_s=round(self._ticks_in / busy_s, 1) if busy_s > 0 else 0.0,
+            busy_s=round(busy_s, 3),
+            ticks_per_busy_s=round(self._ticks_in / busy_s, 1) if busy_s > 0 else 0.0,
         )
 
 
