@@ -12,13 +12,13 @@ from typing import Literal
 
 import msgspec
 
-from jobs.anomaly import AnomalyConfig, BarAnomalyLogic, StaleFeedLogic
-from jobs.arbitrage import ArbitrageConfig, ArbitrageLogic, routes
-from jobs.bars import BarAggregator, BarsConfig, late_dead_letters, to_bars
-from jobs.crash import CrashConfig, CrashLogic
+from jobs.anomaly import AnomalyConfig, BarAnomalyLogic, BarAnomalySnapshot, StaleFeedLogic, StaleFeedSnapshot
+from jobs.arbitrage import ArbitrageConfig, ArbitrageLogic, ArbitrageSnapshot, routes
+from jobs.bars import BarAggregator, BarsConfig, BarSnapshot, late_dead_letters, to_bars
+from jobs.crash import CrashConfig, CrashLogic, CrashSnapshot
 from jobs.logic import Keyed
-from jobs.tickchecks import TickChecker, TickChecksConfig, to_anomalies, to_samples
-from jobs.validate import ValidateConfig, Validator, dead_letters, gap_signals
+from jobs.tickchecks import TickChecker, TickCheckerSnapshot, TickChecksConfig, to_anomalies, to_samples
+from jobs.validate import ValidateConfig, Validator, ValidatorSnapshot, dead_letters, gap_signals
 from market.columns import TickColumns
 from market.config import Config
 from market.events import Bar, DeadLetter, QuoteSample, Signal
@@ -39,6 +39,19 @@ class PipelineConfig(Config, frozen=True):
     anomaly: AnomalyConfig = msgspec.field(default_factory=AnomalyConfig)
     crash: CrashConfig = msgspec.field(default_factory=CrashConfig)
     impl: Impl = "numba"
+
+
+class PipelineSnapshot(msgspec.Struct, frozen=True, tag="pipeline.v1"):
+    """Every stage's state: restoring it and feeding the rest of the input gives the uninterrupted output."""
+
+    validator: ValidatorSnapshot
+    bars: BarSnapshot
+    checker: TickCheckerSnapshot
+    bar_anomaly: dict[str, BarAnomalySnapshot]
+    stale: dict[str, StaleFeedSnapshot]
+    crash: dict[str, CrashSnapshot]
+    arbitrage: dict[str, ArbitrageSnapshot]
+    rejects: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -114,6 +127,36 @@ class Pipeline:
         out.bars = to_bars(self.bars.flush(), self.registry)
         self._bar_rate(out)
         return out
+
+    def snapshot(self) -> PipelineSnapshot:
+        return PipelineSnapshot(
+            validator=self.validator.snapshot(),
+            bars=self.bars.snapshot(),
+            checker=self.checker.snapshot(),
+            bar_anomaly={k: v.snapshot() for k, v in self.bar_anomaly.instances.items()},
+            stale={k: v.snapshot() for k, v in self.stale.instances.items()},
+            crash={k: v.snapshot() for k, v in self.crash.instances.items()},
+            arbitrage={k: v.snapshot() for k, v in self.arbitrage.items()},
+            rejects=self.rejects.as_dict(),
+        )
+
+    @classmethod
+    def restore(cls, snap: PipelineSnapshot, config: PipelineConfig | None = None, registry: Registry | None = None,
+                links: tuple[Link, ...] | None = None, units: UnitTable | None = None) -> Pipeline:
+        p = cls(config, registry, links, units)
+        cfg = p.config
+        p.validator = Validator.restore(cfg.validate, snap.validator, cfg.impl)
+        p.bars = BarAggregator.restore(cfg.bars, snap.bars, cfg.impl)
+        p.checker = TickChecker.restore(cfg.tickchecks, snap.checker, cfg.impl)
+        p.bar_anomaly.instances = {k: BarAnomalyLogic.restore(cfg.anomaly, v) for k, v in snap.bar_anomaly.items()}
+        p.stale.instances = {k: StaleFeedLogic.restore(cfg.anomaly, v) for k, v in snap.stale.items()}
+        p.crash.instances = {k: CrashLogic.restore(cfg.crash, v) for k, v in snap.crash.items()}
+        by_id = {link.id: link for link in p.links}
+        p.arbitrage = {k: ArbitrageLogic.restore(cfg.arbitrage, by_id[k], v, p.registry, p.units)
+                       for k, v in snap.arbitrage.items()}
+        for label, n in snap.rejects.items():
+            p.rejects.add(label, n)
+        return p
 
     def _bar_rate(self, out: PipelineOutput) -> None:
         for bar in out.bars:
