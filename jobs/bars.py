@@ -10,9 +10,9 @@ Rules (the numba kernel jobs/bars_kernel.py and the reference jobs/bars_referenc
   to 1e-9 (volume 0, i.e. zero-size prints only: vwap = close).
 - A trade into a window already emitted but with end + allowed_lateness > watermark updates it and re-emits it
   at once with revision + 1 (a window that came due empty is emitted on its first trade with revision 0).
-- Late: a trade with end + allowed_lateness <= watermark for ANY configured interval (for nested intervals,
-  the smallest one) goes to `late_rows` (the caller dead-letters it as LATE) and updates NO interval, so all
-  intervals aggregate exactly the same trades (1h volume == sum of its 1s volumes).
+- Late: a row (trade or quote) with end + allowed_lateness <= watermark for ANY configured interval (for
+  nested intervals, the smallest one) goes to `late_rows` (the caller dead-letters it as LATE) and updates
+  NO interval, so all intervals aggregate exactly the same trades (1h volume == sum of its 1s volumes).
 - `flush()` = end of input (watermark +inf): every open window is emitted; later trades are all late.
 - ts_recv of a bar = ts_recv of the row whose arrival emitted it (max ts_recv seen for flush).
 """

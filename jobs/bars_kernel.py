@@ -223,11 +223,10 @@ def stream_bars(
                         n_out = _fire_due(slots, n_inst, n_int, kmax, j, iv, kslots[j], wm, r, ts_recv[r],
                                           out, n_out)
                         next_boundary[j] = (wm // iv + 1) * iv
-        if kind[r] != _TRADE:
-            continue
         wm = scalars[S_WM]
         # Late if any of its windows is past the allowed lateness (only possible when ts + lateness < wm);
-        # a late trade is excluded from every interval so all intervals aggregate the same trades.
+        # a late row is excluded from every interval so all intervals aggregate the same trades. Quotes are
+        # judged by the same rule so that every stage downstream sees the same accepted rows.
         if ts + lateness_ns < wm:
             late = False
             for j in range(n_int):
@@ -239,6 +238,8 @@ def stream_bars(
                 late_rows[n_late] = r
                 n_late += 1
                 continue
+        if kind[r] != _TRADE:
+            continue
         inst = instrument[r]
         p = price[r]
         q = size[r]

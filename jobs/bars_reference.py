@@ -110,10 +110,10 @@ class ReferenceBars:
                     for pos, iv in enumerate(self.intervals):
                         if not first and self.wm // iv != old_wm // iv:  # crossed a window end
                             self._fire_due(pos, r, ts_recv[r], out)
-            if kind[r] != KIND_TRADE:
-                continue
             if any((ts // iv + 1) * iv + self.lateness <= self.wm for iv in self.intervals):
                 late.append(r)
+                continue
+            if kind[r] != KIND_TRADE:
                 continue
             inst, p, q = instrument[r], price[r], size[r]
             for pos, iv in enumerate(self.intervals):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 from jobs.anomaly import AnomalyConfig, BarAnomalyLogic, BarAnomalySnapshot, StaleFeedLogic, StaleFeedSnapshot
 from jobs.arbitrage import ArbitrageConfig, ArbitrageLogic, ArbitrageSnapshot, routes
@@ -111,10 +112,14 @@ class Pipeline:
         if not len(acc):
             return out
         b = self.bars.on_batch(acc)
+        out.bars = to_bars(b, self.registry)
         if len(b.late_rows):
             out.dead_letters += late_dead_letters(b, acc, self.registry)
             self.rejects.add(Reason.LATE, len(b.late_rows))
-        out.bars = to_bars(b, self.registry)
+            on_time = np.ones(len(acc), dtype=np.bool_)
+            on_time[b.late_rows] = False
+            acc = acc.take(on_time)
+            out.accepted = acc
         t = self.checker.on_batch(acc)
         out.signals += to_anomalies(t, acc, self.registry)
         out.samples = to_samples(t, acc, self.registry)

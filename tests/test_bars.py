@@ -182,16 +182,17 @@ class TestBarAggregator:
             trade(2, T0 + 100_000_000, "1300", 1),
             trade(2, T0 + 5_000_000_000, "1301", 1),  # watermark T0+5s
             trade(2, T0 + 200_000_000, "1299", 9),  # 1s window ended T0+1s, +1s lateness <= wm: late
-            quote(2, T0 + 300_000_000),  # quotes are never late
+            quote(2, T0 + 300_000_000),  # quotes follow the same rule: late too
             trade(2, T0 + 3_999_999_999, "1302", 1),  # end T0+4s + 1s lateness == wm: late (bound inclusive)
             trade(2, T0 + 4_200_000_000, "1303", 1),  # end T0+5s + 1s > wm: within lateness
         ])
         out = agg.on_batch(batch)
-        assert out.late_rows.tolist() == [2, 4]
+        assert out.late_rows.tolist() == [2, 3, 4]
         assert [(r["start"], r["revision"]) for r in rows_of(out)] == [(T0, 0), (T0 + 4 * S, 0)]
         dl = late_dead_letters(out, batch, reg)
         assert [(d.reason, d.source, d.instrument_id, d.ts_event) for d in dl] == [
-            ("late", "bars", "GC.COMEX", T0 + 200_000_000), ("late", "bars", "GC.COMEX", T0 + 3_999_999_999)]
+            ("late", "bars", "GC.COMEX", T0 + 200_000_000), ("late", "bars", "GC.COMEX", T0 + 300_000_000),
+            ("late", "bars", "GC.COMEX", T0 + 3_999_999_999)]
         # Late for 1s means excluded from 1m too: every interval aggregates the same trades.
         minute = [r for r in rows_of(agg.flush()) if r["interval_ns"] == 60 * S]
         assert minute[0]["volume"] == 3 and minute[0]["low"] == 1300 * PRICE_SCALE
