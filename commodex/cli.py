@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("input", type=Path)
     b.add_argument("--interval", default="1m")
     b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--zero-size", choices=["keep", "reject"], default="keep",
+                   help="ticks with size 0: keep them (prices count, volume 0) or reject them to the rejects file")
+    b.add_argument("--instrument", default=None, help="instrument name when the input has no instrument column")
 
     try:
         from trading.cli import add_lob_parser
@@ -74,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bars":
         from jobs.barfile import bars_file
 
-        stats = bars_file(args.input, args.interval, args.out)
-        print(stats.describe() if hasattr(stats, "describe") else stats)
+        stats = bars_file(args.input, args.interval, args.out, default_instrument=args.instrument,
+                          zero_size=args.zero_size)
+        print(stats)
         return 0
     if args.command == "lob":
         return int(args.handler(args))
