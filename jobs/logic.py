@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Generic, Protocol, TypeVar
 
 In = TypeVar("In", contravariant=True)
-Out = TypeVar("Out", covariant=True)
+Out = TypeVar("Out")
 
 
 class Logic(Protocol[In, Out]):
