@@ -11,6 +11,8 @@ Per client: one bounded FIFO (`LiveHubConfig.client_queue_size`) that keeps publ
   dropped, counted, and the client is told with `event: gap` / `data: {"dropped": n}` before its next
   frames (the dashboard then reloads history). A slow client never blocks the publisher or other clients.
 - Idle clients get a `: heartbeat` comment every `heartbeat_s`.
+- `close()` (server shutdown) ends every stream: an SSE response never finishes by itself, and uvicorn's
+  graceful shutdown waits for open responses, so without it the server cannot exit while a tab is open.
 
 Threading: `publish*` and `connect` must run on the event loop thread; from the engine's thread use
 `publish_threadsafe`, which schedules the publish on the loop the hub was bound to (`bind`, or the loop
@@ -178,6 +180,7 @@ class LiveHub:
         self._gone_delivered = 0
         self._gone_dropped = 0
         self._gone_conflated = 0
+        self._closed = False
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -226,9 +229,24 @@ class LiveHub:
             self._loop = asyncio.get_running_loop()
         self._next_id += 1
         c = LiveClient(self._next_id, flt or StreamFilter(), self.config.client_queue_size)
-        self._clients = [*self._clients, c]  # copy: publish may be iterating the old list
         self._connects += 1
+        if self._closed:
+            c.closed = True  # shutting down: the stream ends after its preamble; the browser retries later
+            self._disconnects += 1
+            return c
+        self._clients = [*self._clients, c]  # copy: publish may be iterating the old list
         return c
+
+    def close(self) -> None:
+        """End every open stream and every later one (call before telling the HTTP server to exit).
+        Frames still queued are not sent; browsers reconnect by themselves (`retry_ms`)."""
+        self._closed = True
+        for c in self._clients:
+            self.disconnect(c)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def disconnect(self, c: LiveClient) -> None:
         if c.closed:

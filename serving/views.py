@@ -13,6 +13,7 @@ import msgspec
 from market import codec
 from market.events import (
     AnomalySignal,
+    AnomalyType,
     ArbitrageSignal,
     Bar,
     CrashWarning,
@@ -145,11 +146,20 @@ def signal_instruments(s: Signal) -> list[str]:
     return [s.instrument_id]
 
 
+_PRICE_VALUED = frozenset({AnomalyType.CROSSED_MARKET, AnomalyType.TRADE_OUTSIDE_QUOTE})
+
+
 def signal_summary(s: Signal) -> str:
     if isinstance(s, ArbitrageSignal):
         return (f"{s.state} {s.pair_id}: buy {s.buy_instrument_id} sell {s.sell_instrument_id}, net "
                 f"{s.net_edge_bps:.1f} bps ({price_str(s.net_edge)} {s.canonical_currency}/{s.canonical_unit})")
     if isinstance(s, AnomalySignal):
+        detail = f": {s.detail}" if s.detail else ""
+        if s.anomaly in _PRICE_VALUED:
+            # value is a fixed-point price distance (jobs.tickchecks); printed raw it would read "1e+09"
+            return f"{s.anomaly.value} by {price_str(round(s.value))}{detail}"
+        if s.anomaly == AnomalyType.SEQUENCE_GAP and s.detail:
+            return f"{s.anomaly.value}{detail}"  # the detail names the seqs and the count; threshold 0 says nothing
         return f"{s.anomaly.value} {s.value:.3g} (threshold {s.threshold:.3g}) {s.detail}".rstrip()
     if isinstance(s, CrashWarning):
         return (f"down {s.drawdown_pct:.2f}% in {format_interval(s.window_ns)} from {price_str(s.peak)} to "

@@ -154,8 +154,10 @@ async def _demo(args: argparse.Namespace) -> Summary:
         import uvicorn
 
         app = create_app(services)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                                               lifespan="on"))
+        from serving.server import DashboardServer
+
+        server = DashboardServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                                                lifespan="on", timeout_graceful_shutdown=5), hub)
         server_task = asyncio.create_task(server.serve())
         print(f"commodex dashboard: http://{args.host}:{args.port}/", file=sys.stderr)
     scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip()) or DEMO_SCENARIOS

@@ -6,13 +6,16 @@
 const MAX_SIGNALS = 200;
 const HISTORY_LIMIT = 400;
 const NS_PER = { "1s": 1e9, "1m": 60e9 };
+const MIN_SLOTS = 60;          // candle slots on the chart even with few bars (keeps candles narrow, right-aligned)
+const MAX_FORMING = 30;        // provisional candles kept while their bars have not arrived
+const RECONNECT_MS = 3000;     // after the browser gives up on the stream (HTTP error), try again this often
 
 const state = {
   instruments: [],
   instrument: null,
   interval: "1m",
   bars: [],            // closed bars of the selected instrument/interval, ascending by start
-  forming: null,       // candle being built from live trades since the last closed bar
+  forming: new Map(),  // window start -> candle built from live trades, for windows not closed yet
   last: new Map(),     // instrument -> {last, bid, ask, ts, dir}
   signals: [],
   hover: -1,
@@ -50,7 +53,26 @@ async function loadInstruments() {
   const wanted = new URLSearchParams(location.search).get("instrument");
   state.instrument = state.instruments.some((i) => i.id === wanted) ? wanted : (state.instruments[0] || {}).id;
   sel.value = state.instrument;
+  const iv = new URLSearchParams(location.search).get("interval");
+  if (iv in NS_PER) setIntervalButtons(iv);
   renderPrices();
+}
+
+// History and live bars meet here: bars that arrived on the stream while the request was in flight (or
+// before a reload after a gap) are kept, and the higher revision of a window wins.
+function mergeBars(history, live) {
+  const byStart = new Map(history.map((c) => [c.start, c]));
+  for (const c of live) {
+    const h = byStart.get(c.start);
+    if (!h || c.rev > h.rev) byStart.set(c.start, c);
+  }
+  const all = [...byStart.values()].sort((a, b) => a.start - b.start);
+  return all.length > HISTORY_LIMIT * 2 ? all.slice(-HISTORY_LIMIT) : all;
+}
+
+function dropClosedForming() {
+  const last = state.bars.length ? state.bars[state.bars.length - 1].start : -Infinity;
+  for (const start of state.forming.keys()) if (start <= last) state.forming.delete(start);
 }
 
 async function loadBars() {
@@ -60,8 +82,8 @@ async function loadBars() {
   try {
     const doc = await getJSON(url);
     if (seq !== state.loadSeq) return;  // a newer selection won
-    state.bars = doc.bars.map(toCandle);
-    state.forming = null;
+    state.bars = mergeBars(doc.bars.map(toCandle), state.bars);
+    dropClosedForming();
     $("chart-note").textContent = state.bars.length ? "" : "No bars stored yet; live bars appear as windows close.";
   } catch (e) {
     $("chart-note").textContent = String(e);
@@ -72,8 +94,11 @@ async function loadBars() {
 async function loadSignals() {
   try {
     const doc = await getJSON("/api/signals?limit=100");
-    state.signals = doc.signals;
-    renderSignals();
+    const seen = new Set(state.signals.map(signalKey));
+    for (const s of doc.signals) if (!seen.has(signalKey(s))) state.signals.push(s);
+    state.signals.sort(newestFirst);
+    if (state.signals.length > MAX_SIGNALS) state.signals.length = MAX_SIGNALS;
+    scheduleSignals();
   } catch (e) {
     $("signal-count").textContent = String(e);
   }
@@ -83,6 +108,8 @@ async function loadSignals() {
 
 let connectedOnce = false;
 
+// Opened BEFORE history is requested, so nothing published between the history read and the subscription
+// is lost; the loaders merge history with what the stream already delivered.
 function connect() {
   const es = new EventSource("/api/stream");
   es.onopen = () => {
@@ -90,7 +117,11 @@ function connect() {
     if (connectedOnce) { loadBars(); loadSignals(); }  // catch up on what we missed while away
     connectedOnce = true;
   };
-  es.onerror = () => setConn(false);
+  es.onerror = () => {
+    setConn(false);
+    // CLOSED: the browser will not retry by itself (e.g. the server answered with an HTTP error)
+    if (es.readyState === EventSource.CLOSED) setTimeout(connect, RECONNECT_MS);
+  };
   es.addEventListener("bar", (e) => onBar(JSON.parse(e.data)));
   es.addEventListener("tick", (e) => onTick(JSON.parse(e.data)));
   es.addEventListener("signal", (e) => onSignal(JSON.parse(e.data)));
@@ -116,7 +147,7 @@ function onBar(b) {
     bars.splice(i + 1, 0, c);
     if (bars.length > HISTORY_LIMIT * 2) bars.splice(0, bars.length - HISTORY_LIMIT);
   }
-  if (state.forming && state.forming.start <= c.start) state.forming = null;
+  dropClosedForming();
   $("chart-note").textContent = "";
   scheduleDraw();
 }
@@ -142,29 +173,40 @@ function updateForming(t) {
   const lastClosed = state.bars.length ? state.bars[state.bars.length - 1].start : -Infinity;
   if (start <= lastClosed) return;  // belongs to a window already closed
   const p = +t.price;
-  const f = state.forming;
-  if (!f || f.start !== start) {
-    state.forming = { start, o: p, h: p, l: p, c: p, v: t.size, rev: 0, forming: true };
+  const f = state.forming.get(start);
+  if (!f) {
+    // bars close a little after their window ends (watermark), so several windows can be forming at once
+    state.forming.set(start, { start, o: p, h: p, l: p, c: p, v: t.size, rev: 0, forming: true });
+    if (state.forming.size > MAX_FORMING) state.forming.delete(Math.min(...state.forming.keys()));
   } else {
     f.h = Math.max(f.h, p); f.l = Math.min(f.l, p); f.c = p; f.v += t.size;
   }
   scheduleDraw();
 }
 
+function signalKey(s) { return `${s.kind}|${s.instrument}|${s.ts_event_ns}|${s.ts_recv_ns}|${s.summary}`; }
+function newestFirst(a, b) { return b.ts_event_ns - a.ts_event_ns; }
+
 function onSignal(s) {
-  state.signals.unshift(s);
+  // newest event time first, like the history; a signal timed at a sampling boundary may arrive after later ones
+  let i = 0;
+  while (i < state.signals.length && state.signals[i].ts_event_ns > s.ts_event_ns) i++;
+  state.signals.splice(i, 0, s);
   if (state.signals.length > MAX_SIGNALS) state.signals.length = MAX_SIGNALS;
-  renderSignals();
+  scheduleSignals();
 }
 
 function onStatus(s) {
-  const live = s.live || {}, store = s.store || {};
-  const parts = [`clients ${live.clients ?? "?"}`, `bars ${store.bars ?? "?"}`, `signals ${store.signals ?? "?"}`,
-                 `dead letters ${store.dead_letters ?? "?"}`];
-  for (const [k, v] of Object.entries(s.engine || {})) {
-    if (typeof v !== "object") parts.push(`${k} ${v}`);
-  }
-  $("health").textContent = parts.join(" · ");
+  const e = s.engine || {}, live = s.live || {}, store = s.store || {};
+  const n = (v) => (typeof v === "number" ? v.toLocaleString("en-US") : "?");
+  const parts = [`ticks ${n(e.ticks_accepted)}/${n(e.ticks_in)}`, `bars ${n(e.bars ?? store.bars)}`,
+                 `signals ${n(e.signals ?? store.signals)}`, `dead letters ${n(e.dead_letters ?? store.dead_letters)}`];
+  if (e.latency_p50_ms != null) parts.push(`latency p50 ${e.latency_p50_ms.toFixed(1)} ms`);
+  if (e.latency_p99_ms != null) parts.push(`p99 ${e.latency_p99_ms.toFixed(1)} ms`);
+  parts.push(`stored bars ${n(store.bars)}`, `clients ${n(live.clients)}`);
+  const el = $("health");
+  el.textContent = parts.join(" · ");
+  el.title = JSON.stringify(s, null, 1);  // everything, on hover
 }
 
 // ---- tables -----------------------------------------------------------------------------------------------
@@ -192,6 +234,14 @@ function renderPrices() {
               cell(r.ask, "num"), cell(r.ts ? r.ts.slice(11, 23) : ""));
     tr.onclick = () => select(i.id);
     body.appendChild(tr);
+  }
+}
+
+let signalsPending = false;
+function scheduleSignals() {
+  if (!signalsPending) {
+    signalsPending = true;
+    requestAnimationFrame(() => { signalsPending = false; renderSignals(); });
   }
 }
 
@@ -234,7 +284,8 @@ function fmtTime(ns) {
 }
 
 function visibleCandles(plotW) {
-  const all = state.forming ? state.bars.concat([state.forming]) : state.bars;
+  const forming = [...state.forming.values()].sort((a, b) => a.start - b.start);
+  const all = forming.length ? state.bars.concat(forming) : state.bars;
   const n = Math.max(10, Math.floor(plotW / 9));
   return all.slice(-n);
 }
@@ -266,8 +317,10 @@ function draw() {
   const pad = (hi - lo) * 0.06;
   hi += pad; lo -= pad;
   const y = (p) => 6 + (hi - p) / (hi - lo) * priceH;
-  const slot = plotW / cs.length, body = Math.max(1, Math.min(12, slot * 0.7));
-  const x = (i) => i * slot + slot / 2;
+  const slot = plotW / Math.max(cs.length, Math.min(MIN_SLOTS, Math.floor(plotW / 9)));
+  const body = Math.max(1, Math.min(12, slot * 0.7));
+  const x0 = plotW - cs.length * slot;  // newest candle at the right edge
+  const x = (i) => x0 + i * slot + slot / 2;
 
   // grid + price axis (negative prices draw like any other)
   const step = niceStep(hi - lo, Math.max(3, Math.floor(priceH / 50)));
@@ -280,7 +333,7 @@ function draw() {
   }
   // time axis
   const every = Math.max(1, Math.ceil(90 / slot));
-  for (let i = 0; i < cs.length; i += every) ctx.fillText(fmtTime(cs[i].start), x(i) - 16, H - 6);
+  for (let i = (cs.length - 1) % every; i < cs.length; i += every) ctx.fillText(fmtTime(cs[i].start), x(i) - 16, H - 6);
 
   // candles and volume
   const volTop = H - axisH - volH;
@@ -311,12 +364,13 @@ function draw() {
     `L ${txt("low", h.l)}  C ${txt("close", h.c)}  V ${h.v}` + (h.forming ? "  (forming)" : "") +
     (h.rev ? `  rev ${h.rev}` : "");
   canvas._slot = slot;
+  canvas._x0 = x0;
   canvas._n = cs.length;
 }
 
 canvas.addEventListener("mousemove", (e) => {
   const r = canvas.getBoundingClientRect();
-  const i = Math.floor((e.clientX - r.left) / (canvas._slot || 1));
+  const i = Math.floor((e.clientX - r.left - (canvas._x0 || 0)) / (canvas._slot || 1));
   state.hover = i >= 0 && i < (canvas._n || 0) ? i : -1;
   scheduleDraw();
 });
@@ -325,26 +379,46 @@ window.addEventListener("resize", scheduleDraw);
 
 // ---- controls ---------------------------------------------------------------------------------------------
 
+function rememberSelection() {
+  // in the address bar, so a reload or a shared link shows the same chart
+  const q = new URLSearchParams(location.search);
+  q.set("instrument", state.instrument);
+  q.set("interval", state.interval);
+  history.replaceState(null, "", `${location.pathname}?${q}`);
+}
+
+function resetChart() {
+  state.bars = []; state.forming = new Map(); state.hover = -1;
+  $("legend").textContent = "";
+  rememberSelection();
+  draw();
+  loadBars();
+}
+
 function select(id) {
+  if (id === state.instrument) return;
   state.instrument = id;
   $("instrument").value = id;
-  state.bars = []; state.forming = null; state.hover = -1;
   renderPrices();
-  loadBars();
+  resetChart();
+}
+
+function setIntervalButtons(iv) {
+  state.interval = iv;
+  for (const o of document.querySelectorAll("[data-interval]")) o.classList.toggle("active", o.dataset.interval === iv);
 }
 
 $("instrument").addEventListener("change", (e) => select(e.target.value));
 for (const b of document.querySelectorAll("[data-interval]")) {
   b.addEventListener("click", () => {
-    state.interval = b.dataset.interval;
-    for (const o of document.querySelectorAll("[data-interval]")) o.classList.toggle("active", o === b);
-    state.bars = []; state.forming = null; state.hover = -1;
-    loadBars();
+    if (b.dataset.interval === state.interval) return;
+    setIntervalButtons(b.dataset.interval);
+    resetChart();
   });
 }
 
 (async () => {
   await loadInstruments();
-  await Promise.all([loadBars(), loadSignals()]);
   connect();
+  await Promise.all([loadBars(), loadSignals()]);
 })();
