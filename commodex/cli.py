@@ -1,4 +1,4 @@
-"""The `commodex` command: demo, simulate, replay, bars, lob."""
+"""The `commodex` command: demo, simulate, replay, bars, lob, backtest."""
 
 from __future__ import annotations
 
@@ -51,12 +51,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="ticks with size 0: keep them (prices count, volume 0) or reject them to the rejects file")
     b.add_argument("--instrument", default=None, help="instrument name when the input has no instrument column")
 
-    try:
-        from trading.cli import add_lob_parser
-    except ImportError:  # the trading package is optional at this stage of the build
-        add_lob_parser = None
-    if add_lob_parser is not None:
-        add_lob_parser(sub)
+    from trading.backtest_cli import add_backtest_parser
+    from trading.cli import add_lob_parser
+
+    add_lob_parser(sub)
+    add_backtest_parser(sub)
     return p
 
 
@@ -83,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lob":
         return int(args.handler(args))
+    if args.command == "backtest":
+        from trading.backtest_cli import run_backtest_command
+
+        return int(run_backtest_command(args))
     raise AssertionError(args.command)
 
 
