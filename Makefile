@@ -24,8 +24,11 @@ venv: $(STAMP_BASE)
 demo: $(STAMP_BASE)
 	$(BIN)/commodex demo $(ARGS)
 
+TYPED := market jobs simulators serving commodex trading feeds bench
+
 test: $(STAMP_TEST)
 	$(BIN)/ruff check .
+	$(BIN)/mypy $(TYPED)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP_TEST)
@@ -33,7 +36,7 @@ bench: $(STAMP_TEST)
 
 lint: $(STAMP_TEST)
 	$(BIN)/ruff check .
-	$(BIN)/mypy market jobs simulators serving commodex
+	$(BIN)/mypy $(TYPED)
 
 clean:
 	rm -rf $(VENV) .commodex build *.egg-info
