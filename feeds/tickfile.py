@@ -8,7 +8,6 @@ missing field) come out as DeadLetters with a market.rejects reason. Accepted ro
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from market.codec import decode_tick_or_dead_letter
-from market.columns import KIND_QUOTE, KIND_TRADE, TickColumns
+from market.columns import KIND_QUOTE, KIND_TRADE, Ingested, TickColumns
 from market.events import DeadLetter, QuoteTick, TradeTick
 from market.fixedpoint import PRICE_SCALE
 from market.instruments import Registry
@@ -44,13 +43,6 @@ _PRICE_LIMIT = (2**63 - 1) / PRICE_SCALE  # largest price whose fixed point fits
 _INT_COLS = ("ts_event", "ts_recv", "seq", "size", "bid_size", "ask_size")
 _FLOAT_COLS = ("price", "bid", "ask")
 SOURCE = "tickfile"
-
-
-@dataclass(slots=True)
-class Ingested:
-    columns: TickColumns  # accepted rows, in file order
-    dead_letters: list[DeadLetter]  # rejected rows, in file order
-    rows_in: int
 
 
 def write_ticks(table: pa.Table, path: str | Path) -> None:
@@ -187,7 +179,8 @@ def ingest(table: pa.Table, registry: Registry, source: str = SOURCE) -> Ingeste
     accepted = reason == Reason.OK
     if not accepted.all():
         cols = cols.take(accepted)
-    return Ingested(columns=cols, dead_letters=[d for _, d in dead], rows_in=n)
+    assert len(cols) + len(dead) == n, "every row is accepted or dead-lettered"
+    return Ingested(columns=cols, dead_letters=[d for _, d in dead])
 
 
 def _detail(r: Reason, rec: dict) -> str:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 
 from market.codec import decode_tick_or_dead_letter, encode
-from market.columns import KIND_QUOTE, KIND_TRADE, TickColumns
+from market.columns import KIND_QUOTE, KIND_TRADE, Ingested, TickColumns
 from market.events import DeadLetter, QuoteTick, TradeTick
 from market.instruments import Registry
 from market.rejects import DETAIL, Reason
@@ -31,12 +30,6 @@ _COLUMNS = ("instrument", "kind", "ts_event", "ts_recv", "seq", "price", "size",
 
 
 Message = TradeTick | QuoteTick | bytes | bytearray | memoryview | str
-
-
-@dataclass(slots=True)
-class Ingested:
-    columns: TickColumns
-    dead_letters: list[DeadLetter]
 
 
 class _Reject(Exception):  # noqa: N818 - internal control flow, never escapes this module

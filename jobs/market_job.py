@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from commodex.embedded.engine import EmbeddedEngine, Summary
-from jobs.edge import Ingested
 from jobs.pipeline import PipelineConfig
 from jobs.sink import Sink
+from market.columns import Ingested
 from market.instruments import Registry
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from market.events import QuoteTick, Side, Tick, TradeTick
+from market.events import DeadLetter, QuoteTick, Side, Tick, TradeTick
 from market.instruments import Registry
 
 KIND_TRADE = 0
@@ -92,3 +92,15 @@ class TickColumns:
                              int(self.ts_recv[i]), int(self.seq[i]), Side.NONE)
         return QuoteTick(iid, int(self.bid[i]), int(self.ask[i]), int(self.bid_size[i]), int(self.ask_size[i]),
                          int(self.ts_event[i]), int(self.ts_recv[i]), int(self.seq[i]))
+
+
+@dataclass(slots=True)
+class Ingested:
+    """One batch after the edge: accepted rows in arrival order, and every rejected row as a dead letter."""
+
+    columns: TickColumns
+    dead_letters: list[DeadLetter]
+
+    @property
+    def rows_in(self) -> int:
+        return len(self.columns) + len(self.dead_letters)

@@ -9,12 +9,12 @@ from functools import cache
 import msgspec
 import pytest
 
-from feeds.tickfile import Ingested, ingest
+from feeds.tickfile import ingest
 from jobs.market_job import build
 from jobs.pipeline import Pipeline, PipelineConfig, PipelineOutput, PipelineSnapshot
 from jobs.sink import ListSink
 from market import codec
-from market.columns import TickColumns
+from market.columns import Ingested, TickColumns
 from market.events import ArbitrageSignal, CrashWarning, signal_kind
 from market.instruments import default_registry
 from simulators.config import SimConfig
@@ -116,7 +116,7 @@ def test_build_with_list_source_and_sink() -> None:
     ing = market(("arbitrage",))
     sink = ListSink()
     cols = ing.columns
-    batches = [Ingested(cols.take(slice(a, a + 30_000)), [], 0) for a in range(0, len(cols), 30_000)]
+    batches = [Ingested(cols.take(slice(a, a + 30_000)), []) for a in range(0, len(cols), 30_000)]
     summary = build(batches, sink).run()
     assert summary.ticks_accepted == len(cols)
     assert len(summary.ticks_by_venue) >= 3 and len(summary.ticks_by_instrument) >= 6
