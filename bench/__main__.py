@@ -17,7 +17,10 @@ from pathlib import Path
 
 from bench.common import Result
 
-MODULES = ["bench_replay", "bench_bars", "bench_tickstages", "bench_simulator", "bench_book", "bench_fanout"]
+MODULES = [
+    "bench_replay", "bench_bars", "bench_tickstages", "bench_simulator", "bench_book", "bench_fanout",
+    "bench_feeds", "bench_decoders", "bench_stack",
+]
 
 
 def _fmt(v: float) -> str:
