@@ -6,7 +6,8 @@ int64 (market.fixedpoint). Rows with an unknown instrument carry index -1 until 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar, Self
 
 import numpy as np
 
@@ -31,8 +32,36 @@ _DTYPES: dict[str, type] = {
 }
 
 
+class Columnar:
+    """Equal-length numpy columns with row operations; subclasses are slotted dataclasses naming DTYPES."""
+
+    __slots__ = ()
+    DTYPES: ClassVar[dict[str, type]]
+
+    def __len__(self) -> int:
+        return int(self.ts_event.shape[0])  # type: ignore[attr-defined]
+
+    @classmethod
+    def empty(cls, n: int = 0) -> Self:
+        return cls(**{name: np.zeros(n, dtype=dt) for name, dt in cls.DTYPES.items()})
+
+    def take(self, index: np.ndarray | slice) -> Self:
+        """Rows by boolean mask, integer index or slice (copies for masks/indices)."""
+        return type(self)(**{name: getattr(self, name)[index] for name in self.DTYPES})
+
+    @classmethod
+    def concat(cls, parts: list[Self]) -> Self:
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in cls.DTYPES})
+
+
 @dataclass(slots=True)
-class TickColumns:
+class TickColumns(Columnar):
+    DTYPES: ClassVar[dict[str, type]] = _DTYPES
+
     instrument: np.ndarray
     kind: np.ndarray
     ts_event: np.ndarray
@@ -44,23 +73,6 @@ class TickColumns:
     ask: np.ndarray
     bid_size: np.ndarray
     ask_size: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.ts_event.shape[0])
-
-    @classmethod
-    def empty(cls, n: int = 0) -> TickColumns:
-        return cls(**{name: np.zeros(n, dtype=dt) for name, dt in _DTYPES.items()})
-
-    def take(self, index: np.ndarray | slice) -> TickColumns:
-        """Rows by boolean mask, integer index or slice (copies for masks/indices)."""
-        return TickColumns(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
-    @classmethod
-    def concat(cls, parts: list[TickColumns]) -> TickColumns:
-        if not parts:
-            return cls.empty()
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in _DTYPES})
 
     @classmethod
     def from_ticks(cls, ticks: list[Tick], registry: Registry) -> TickColumns:

@@ -7,10 +7,12 @@ instrument's messages in the order they were published).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
+from market.columns import Columnar
 from market.fixedpoint import PRICE_SCALE
 
 KIND_RAW = -1  # an undecodable wire message (only `raw` and `ts_recv` are meaningful)
@@ -37,8 +39,10 @@ _DTYPES: dict[str, type] = {
 
 
 @dataclass(slots=True)
-class SimRows:
+class SimRows(Columnar):
     """Simulated messages in columns (decimal float prices, as written to tick files)."""
+
+    DTYPES: ClassVar[dict[str, type]] = _DTYPES
 
     inst: np.ndarray
     kind: np.ndarray
@@ -54,23 +58,6 @@ class SimRows:
     aggressor: np.ndarray
     raw: np.ndarray
 
-    def __len__(self) -> int:
-        return int(self.ts_event.shape[0])
-
-    @classmethod
-    def empty(cls, n: int = 0) -> SimRows:
-        return cls(**{name: np.zeros(n, dtype=dt) for name, dt in _DTYPES.items()})
-
-    def take(self, index: np.ndarray | slice) -> SimRows:
-        return SimRows(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
-
-    @classmethod
-    def concat(cls, parts: list[SimRows]) -> SimRows:
-        if not parts:
-            return cls.empty()
-        if len(parts) == 1:
-            return parts[0]
-        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in _DTYPES})
 
 
 @dataclass(slots=True)
