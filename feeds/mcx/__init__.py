@@ -1,0 +1,1 @@
+"""MCX (Multi Commodity Exchange of India): daily bhavcopy CSV -> daily Bars."""
