@@ -43,7 +43,8 @@ def decode_tick(data: bytes | str) -> Tick:
 def decode_tick_or_dead_letter(data: bytes | str, ts_recv: int, source: str = "codec") -> Tick | DeadLetter:
     try:
         return _tick_decoder.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+    # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a JSON string
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
         raw = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
         return DeadLetter(source=source, reason="malformed", detail=str(e), raw=raw[:4096], ts_recv=ts_recv)
 

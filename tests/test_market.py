@@ -98,3 +98,8 @@ def test_config_rejects_unknown_keys() -> None:
     assert Demo.from_dict({"timeout_ms": 7}).timeout_ms == 7
     with pytest.raises(msgspec.ValidationError):
         Demo.from_dict({"timeout_s": 7})
+
+
+def test_codec_invalid_utf8_is_a_dead_letter_not_an_exception() -> None:
+    out = codec.decode_tick_or_dead_letter(b'{"type":"trade.v1","instrument_id":"\xd9x"}', ts_recv=1)
+    assert isinstance(out, DeadLetter) and out.reason == "malformed"

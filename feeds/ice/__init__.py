@@ -1,0 +1,1 @@
+"""ICE-style WebSocket venue adapter: JSON messages, login -> subscribe -> snapshot + sequenced incrementals."""
