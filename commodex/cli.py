@@ -16,6 +16,24 @@ def _speed(text: str) -> float:
     return v
 
 
+def _strategy(text: str) -> str:
+    from trading.config import TradeConfig
+    from trading.strategies import make_strategies
+
+    try:
+        make_strategies(text, TradeConfig())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _threshold(text: str) -> float:
+    v = float(text)
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError("the auto threshold is a risk score in (0, 1]")
+    return v
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="commodex", description="Market intelligence engine for commodity markets.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -29,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--state-dir", default=".commodex", help="embedded storage lives here")
     d.add_argument("--no-serve", action="store_true", help="do not start the web server")
+    d.add_argument("--trade", type=_strategy, default=None, metavar="STRATEGY",
+                   help="also run the trade module live on simulated venues: arbitrage, crash or arbitrage,crash; "
+                        "orders over the risk threshold wait for approval at /api/trading (see `commodex apikey`)")
+    d.add_argument("--auto-threshold", type=_threshold, default=None, metavar="SCORE",
+                   help="with --trade: orders with a risk score below this in (0, 1] execute automatically "
+                        "(default 0.8; 0.3 parks most new orders: shows the approval flow)")
 
     s = sub.add_parser("simulate", help="generate a seeded market to a Parquet tick file")
     s.add_argument("--scenario", default="calm", help="comma-separated: calm,crash,spike,arbitrage,stale,crossed,dirty")
@@ -50,6 +74,18 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--zero-size", choices=["keep", "reject"], default="keep",
                    help="ticks with size 0: keep them (prices count, volume 0) or reject them to the rejects file")
     b.add_argument("--instrument", default=None, help="instrument name when the input has no instrument column")
+
+    k = sub.add_parser("apikey", help="manage the API keys of the trading API (stored hashed in the state dir)")
+    ksub = k.add_subparsers(dest="apikey_command", required=True)
+    ka = ksub.add_parser("add", help="create a key and print it (the only time it is shown)")
+    ka.add_argument("name", help="who holds the key (shown in the audit trail and logs)")
+    ka.add_argument("--role", choices=["viewer", "trader"], default="viewer",
+                    help="viewer: read the trading API; trader: also approve, reject, kill and resume")
+    kl = ksub.add_parser("list", help="list key names and roles (never the keys)")
+    kr = ksub.add_parser("remove", help="revoke a key")
+    kr.add_argument("name")
+    for kp in (ka, kl, kr):
+        kp.add_argument("--state-dir", default=".commodex")
 
     from trading.backtest_cli import add_backtest_parser
     from trading.cli import add_lob_parser
@@ -82,11 +118,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "lob":
         return int(args.handler(args))
+    if args.command == "apikey":
+        return _apikey(args)
     if args.command == "backtest":
         from trading.backtest_cli import run_backtest_command
 
         return int(run_backtest_command(args))
     raise AssertionError(args.command)
+
+
+def _apikey(args: argparse.Namespace) -> int:
+    from serving.auth import ApiKeyStore
+
+    keys = ApiKeyStore.in_state_dir(args.state_dir)
+    if args.apikey_command == "add":
+        try:
+            key = keys.add(args.name, args.role)
+        except ValueError as e:
+            print(f"commodex apikey add: {e}", file=sys.stderr)
+            return 2
+        print(key)
+        print(f"{args.role} key {args.name!r} stored hashed in {keys.path}; this is the only time it is shown",
+              file=sys.stderr)
+        return 0
+    if args.apikey_command == "list":
+        for k in keys.list():
+            print(f"{k.name}\t{k.role.value}\tcdx_{k.key_id}_...")
+        return 0
+    if args.apikey_command == "remove":
+        if not keys.remove(args.name):
+            print(f"commodex apikey remove: no key named {args.name!r}", file=sys.stderr)
+            return 1
+        return 0
+    raise AssertionError(args.apikey_command)
 
 
 if __name__ == "__main__":

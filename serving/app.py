@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
@@ -16,6 +17,10 @@ from fastapi.staticfiles import StaticFiles
 
 from serving.routes import json_response, router
 from serving.services import InvalidQuery, NotFound, Services
+
+if TYPE_CHECKING:
+    from serving.auth import ApiKeyStore
+    from serving.trading_service import TradingService
 
 __all__ = ["STATIC_DIR", "Services", "create_app"]
 
@@ -30,7 +35,12 @@ async def _push_status(services: Services, interval_s: float) -> None:
             services.hub.publish_status(await services.status_document())
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, trading: TradingService | None = None,
+               api_keys: ApiKeyStore | None = None) -> FastAPI:
+    """`trading`: also serve the trade module's API under /api/trading (every route needs a key from `api_keys`)."""
+    if trading is not None and api_keys is None:
+        raise ValueError("the trading API needs an API key store")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services.hub.bind(asyncio.get_running_loop())
@@ -56,6 +66,11 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
         return json_response({"detail": str(exc.args[0] if exc.args else exc)}, status_code=404)
+
+    if trading is not None and api_keys is not None:
+        from serving.trading_routes import install_trading  # the trade module loads only when asked for
+
+        install_trading(app, trading, api_keys)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -133,7 +133,7 @@ async def _batches(messages: AsyncIterator[bytes], batch_ms: int) -> AsyncIterat
         yield buf
 
 
-async def _demo(args: argparse.Namespace) -> Summary:
+async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
     from commodex.embedded.sinks import HubSink, StoreSink
     from serving.app import Services, create_app
     from serving.live import LiveHub
@@ -142,24 +142,50 @@ async def _demo(args: argparse.Namespace) -> Summary:
     from simulators.live import live_messages
 
     registry = default_registry()
+    trading = trading_sink = keys = None
+    if args.trade:
+        from commodex.embedded.trading_sink import TradingSink
+        from serving.auth import ApiKeyStore
+        from serving.trading_service import LiveTradingConfig, TradingService
+        from trading.config import RiskConfig, TradeConfig
+
+        risk = RiskConfig() if args.auto_threshold is None else RiskConfig(auto_threshold=args.auto_threshold)
+        trading = TradingService(args.trade, LiveTradingConfig(trade=TradeConfig(risk=risk)), registry=registry)
+        trading_sink = TradingSink(trading)
+        keys = ApiKeyStore.in_state_dir(args.state_dir)
+        if not len(keys):
+            print(f"no API keys in {keys.path}: approvals need one, create it with "
+                  f"`commodex apikey add NAME --role trader --state-dir {args.state_dir}`", file=sys.stderr)
     store = _open_store(args.state_dir)
     hub = LiveHub()
     hub.bind(asyncio.get_running_loop())
-    engine = EmbeddedEngine(PipelineConfig(), [StoreSink(store), HubSink(hub)], registry, runtime="embedded")
-    services = Services(history=HistoryService(store), hub=hub, registry=registry,
-                        status=lambda: msgspec.to_builtins(engine.summary()))
+    sinks: list[Sink] = [StoreSink(store), HubSink(hub)]
+    if trading_sink is not None:
+        sinks.append(trading_sink)
+    engine = EmbeddedEngine(PipelineConfig(), sinks, registry, runtime="embedded")
+
+    def status() -> dict[str, object]:
+        doc: dict[str, object] = msgspec.to_builtins(engine.summary())
+        if trading is not None:
+            doc["trading"] = trading.summary()
+        return doc
+
+    services = Services(history=HistoryService(store), hub=hub, registry=registry, status=status)
     server = None
     server_task = None
     if not args.no_serve:
         import uvicorn
 
-        app = create_app(services)
+        app = create_app(services, trading=trading, api_keys=keys)
         from serving.server import DashboardServer
 
         server = DashboardServer(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                                 lifespan="on", timeout_graceful_shutdown=5), hub)
         server_task = asyncio.create_task(server.serve())
         print(f"commodex dashboard: http://{args.host}:{args.port}/", file=sys.stderr)
+        if trading is not None:
+            print(f"trading ({trading.strategy}): http://{args.host}:{args.port}/api/trading/approvals "
+                  "(Authorization: Bearer <key>)", file=sys.stderr)
     scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip()) or DEMO_SCENARIOS
     sim = SimConfig(scenarios=scenarios, seed=args.seed, duration_s=args.duration if args.duration > 0 else 0)
     stop = asyncio.Event()
@@ -187,16 +213,18 @@ async def _demo(args: argparse.Namespace) -> Summary:
     with contextlib.suppress(asyncio.CancelledError):
         await pump_task
     engine.finish()
+    if trading_sink is not None:
+        trading_sink.flush()
     if server is not None and server_task is not None:
         server.should_exit = True
         await server_task
     store.close()
-    return engine.summary()
+    return engine.summary(), ({"trading": trading.summary()} if trading is not None else {})
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    summary = asyncio.run(_demo(args))
-    _print_summary(summary, args.json)
+    summary, extra = asyncio.run(_demo(args))
+    _print_summary(summary, args.json, extra)
     return 0
 
 
