@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--duration", type=float, default=600.0, help="seconds of market time")
     s.add_argument("--out", required=True, type=Path)
 
-    r = sub.add_parser("replay", help="replay a tick file through the embedded engine")
+    r = sub.add_parser("replay", help="replay a tick file or a capture directory through the embedded engine")
     r.add_argument("file", type=Path)
     r.add_argument("--speed", type=_speed, default=0.0, help="X times real time, or 'max' (default)")
     r.add_argument("--json", action="store_true")
@@ -87,11 +87,13 @@ def _parser() -> argparse.ArgumentParser:
     for kp in (ka, kl, kr):
         kp.add_argument("--state-dir", default=".commodex")
 
+    from feeds.capture_cli import add_capture_parser
     from trading.backtest_cli import add_backtest_parser
     from trading.cli import add_lob_parser
 
     add_lob_parser(sub)
     add_backtest_parser(sub)
+    add_capture_parser(sub)
     return p
 
 
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                           zero_size=args.zero_size)
         print(stats)
         return 0
-    if args.command == "lob":
+    if args.command in ("lob", "capture"):
         return int(args.handler(args))
     if args.command == "apikey":
         return _apikey(args)

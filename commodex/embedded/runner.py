@@ -78,11 +78,12 @@ def replay_batches(columns: TickColumns, speed: float) -> list[tuple[int, int]]:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    from feeds.capture_cli import is_capture_dir, read_capture
     from feeds.tickfile import read_ticks
 
     registry = default_registry()
     t_read = time.perf_counter()
-    ing = read_ticks(args.file, registry)
+    ing = read_capture(args.file, registry) if is_capture_dir(args.file) else read_ticks(args.file, registry)
     read_s = time.perf_counter() - t_read
     sinks: list[Sink] = []
     store = None
