@@ -88,12 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         kp.add_argument("--state-dir", default=".commodex")
 
     from feeds.capture_cli import add_capture_parser
+    from stack.cli import add_stack_parser
     from trading.backtest_cli import add_backtest_parser
     from trading.cli import add_lob_parser
 
     add_lob_parser(sub)
     add_backtest_parser(sub)
     add_capture_parser(sub)
+    add_stack_parser(sub)
     return p
 
 
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                           zero_size=args.zero_size)
         print(stats)
         return 0
-    if args.command in ("lob", "capture"):
+    if args.command in ("lob", "capture", "stack"):
         return int(args.handler(args))
     if args.command == "apikey":
         return _apikey(args)

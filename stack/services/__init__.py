@@ -1,0 +1,1 @@
+"""Local services of the stack, each with up/down/status under one state dir (see `stack.services.stack`)."""
