@@ -30,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-from feeds.ice.schemas import decimal_from_fixed
+from feeds.common.wire_types import decimal_from_fixed
 from feeds.mcx.poll_config import MCX_INSTRUMENTS
 from feeds.mcx.poll_schemas import McxLastTrade, McxQuote, McxTopOfBook, encode_quotes
 from market.config import Config

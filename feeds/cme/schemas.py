@@ -21,8 +21,8 @@ from enum import StrEnum
 
 import msgspec
 
+from feeds.common.wire_types import decimal_from_fixed, fixed_from_decimal
 from feeds.fix.codec import parse_utc_date, parse_utc_time_only
-from feeds.ice.schemas import decimal_from_fixed, fixed_from_decimal
 from market.events import QuoteTick, Side, TradeTick
 
 SOH = "\x01"

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from feeds.ice.schemas import (  # the venue-neutral decimal-string price contract
+from feeds.common.wire_types import (  # the venue-neutral decimal-string price contract
     AggressorCode,
     Price,
     Qty,
