@@ -45,23 +45,24 @@ from feeds.cme.schemas import (
 )
 from feeds.common.adapter import SansIOFeed
 from feeds.common.metrics import FeedMetrics
+from feeds.common.reasons import (
+    DUPLICATE,
+    IMPLAUSIBLE_SEQ,
+    MALFORMED,
+    SEQUENCE_GAP,
+    SUPERSEDED,
+    UNKNOWN_INSTRUMENT,
+    UNSUBSCRIBED,
+    VENUE_ERROR,
+)
 from feeds.common.sequencer import Release, Sequencer, Verdict
 from market.events import QuoteTick, TradeTick
 from market.instruments import Registry, default_registry
-from market.rejects import Reason
 
 NS_PER_MS = 1_000_000
 
-# dead-letter reasons (market.rejects labels where one fits)
-MALFORMED = Reason.MALFORMED.label
-UNKNOWN_INSTRUMENT = Reason.UNKNOWN_INSTRUMENT.label
-DUPLICATE = Reason.DUPLICATE.label
-SEQUENCE_GAP = "sequence_gap"
-UNSUBSCRIBED = "unsubscribed"
-SUPERSEDED = "superseded"
-IMPLAUSIBLE_SEQ = "implausible_seq"
+# dead-letter reasons of this venue beyond feeds.common.reasons
 BOOK_UNKNOWN = "book_unknown"
-VENUE_ERROR = "venue_error"
 UNSUPPORTED = "unsupported_message"
 CALLBACK_ERROR = "callback_error"
 REASONS = frozenset({MALFORMED, UNKNOWN_INSTRUMENT, DUPLICATE, SEQUENCE_GAP, UNSUBSCRIBED, SUPERSEDED,

@@ -17,6 +17,16 @@ from __future__ import annotations
 
 from feeds.common.adapter import SansIOFeed
 from feeds.common.metrics import FeedMetrics
+from feeds.common.reasons import (
+    DUPLICATE,
+    IMPLAUSIBLE_SEQ,
+    MALFORMED,
+    SEQUENCE_GAP,
+    SUPERSEDED,
+    UNKNOWN_INSTRUMENT,
+    UNSUBSCRIBED,
+    VENUE_ERROR,
+)
 from feeds.common.sequencer import Release, Sequencer, Verdict
 from feeds.ice.config import IceFeedConfig
 from feeds.ice.schemas import (
@@ -40,20 +50,11 @@ from feeds.ice.schemas import (
 from market.codec import encode as encode_tick
 from market.events import QuoteTick, TradeTick
 from market.instruments import Registry, default_registry
-from market.rejects import Reason
 
 VENUE = "ICE"
 NS_PER_MS = 1_000_000
 
-# dead-letter reasons this adapter emits (market.rejects labels where one fits)
-MALFORMED = Reason.MALFORMED.label
-UNKNOWN_INSTRUMENT = Reason.UNKNOWN_INSTRUMENT.label
-DUPLICATE = Reason.DUPLICATE.label
-SEQUENCE_GAP = "sequence_gap"
-UNSUBSCRIBED = "unsubscribed"
-SUPERSEDED = "superseded"
-IMPLAUSIBLE_SEQ = "implausible_seq"
-VENUE_ERROR = "venue_error"
+# dead-letter reasons this adapter emits: the shared ones come from feeds.common.reasons
 REASONS = frozenset({MALFORMED, UNKNOWN_INSTRUMENT, DUPLICATE, SEQUENCE_GAP, UNSUBSCRIBED, SUPERSEDED,
                      IMPLAUSIBLE_SEQ, VENUE_ERROR})
 

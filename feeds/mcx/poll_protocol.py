@@ -31,22 +31,23 @@ import msgspec
 
 from feeds.common.adapter import SansIOFeed
 from feeds.common.metrics import FeedMetrics
+from feeds.common.reasons import (
+    DUPLICATE,
+    MALFORMED,
+    STALE_SEQ,
+    UNKNOWN_INSTRUMENT,
+    UNSUBSCRIBED,
+    VENUE_ERROR,
+)
 from feeds.mcx.poll_config import McxPollConfig
 from feeds.mcx.poll_schemas import DECODE_ERRORS, PAYLOAD_DECODER, QUOTE_DECODER, McxQuote
 from market.events import QuoteTick, TradeTick
 from market.instruments import Registry, default_registry
-from market.rejects import Reason
 
 VENUE = "MCX"
 NS_PER_MS = 1_000_000
 
-MALFORMED = Reason.MALFORMED.label
-UNKNOWN_INSTRUMENT = Reason.UNKNOWN_INSTRUMENT.label
-DUPLICATE = Reason.DUPLICATE.label
-STALE_SEQ = Reason.STALE_SEQ.label
-UNSUBSCRIBED = "unsubscribed"
 UNIT_MISMATCH = "unit_mismatch"
-VENUE_ERROR = "venue_error"
 REASONS = frozenset({MALFORMED, UNKNOWN_INSTRUMENT, DUPLICATE, STALE_SEQ, UNSUBSCRIBED, UNIT_MISMATCH, VENUE_ERROR})
 
 KEPT_HEADERS = ("etag", "last-modified", "retry-after", "content-type", "date")  # what a response keeps
