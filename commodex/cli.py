@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.add_argument("--state-dir", default=".commodex")
     r.add_argument("--no-store", action="store_true", help="do not persist outputs to embedded storage")
+    r.add_argument("--runtime", choices=["embedded", "flink"], default="embedded",
+                   help="embedded (default): this process; flink: through Kafka and a PyFlink job into PostgreSQL "
+                        "and ClickHouse (needs `commodex stack up` with the same --state-dir)")
 
     b = sub.add_parser("bars", help="turn a tick file into OHLCV bars")
     b.add_argument("input", type=Path)
@@ -109,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from commodex.embedded.runner import run_simulate
 
         return run_simulate(args)
+    if args.command == "replay" and args.runtime == "flink":
+        from stack.flink_replay import run_replay_flink
+
+        return int(run_replay_flink(args))
     if args.command == "replay":
         from commodex.embedded.runner import run_replay
 
