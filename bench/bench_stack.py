@@ -3,7 +3,9 @@
 A private broker and PostgreSQL are started under a temporary state dir on free ports (and stopped after);
 ClickHouse is chdb in this process. Every number is compared with a baseline measured in the same run:
 - produce: idempotent, acks=all, lz4, linger 5 ms (the stack's producer) vs unbatched produce (linger 0, each
-  record awaited before the next) of the same tick messages;
+  record awaited before the next) of the same tick messages, three ways: one JSON tick per message with the
+  wire headers (the default), without headers, and Arrow tick batches of 4,096 ticks per message (read back
+  and compared with the input after timing, so the rate is of data that decodes);
 - PostgreSQL: COPY into a staging table + one upsert vs row-by-row INSERT ... ON CONFLICT (executemany);
 - ClickHouse: columnar insert of the same bars vs the PostgreSQL COPY + upsert;
 - sink loops: Kafka -> database (consume, decode, write, commit; the first batch, which pays for the group
@@ -22,9 +24,20 @@ import psycopg
 
 from bench.common import Result
 from commodex.embedded.storage import ClickHouseStore, StorageConfig
+from market.columns import TickColumns
 from market.events import Bar, QuoteTick, TradeTick
-from market.instruments import default_registry
-from stack.kafka_io import KafkaPublisher, ProducerConfig, Topics, ensure_topics, publish_ticks
+from market.instruments import Registry, default_registry
+from stack.kafka_io import (
+    TICK_BATCH_ROWS,
+    BatchConsumer,
+    KafkaPublisher,
+    ProducerConfig,
+    Topics,
+    decode_ticks,
+    ensure_topics,
+    publish_tick_batches,
+    publish_ticks,
+)
 from stack.pg_store import BAR_COLUMNS, PgStore
 from stack.services.kafka import KafkaService
 from stack.services.postgres import PostgresService
@@ -56,19 +69,70 @@ def _bars(n: int) -> list[Bar]:
 
 
 def _produce_rate(bootstrap: str, topic: str, ticks: list[TradeTick | QuoteTick], cfg: ProducerConfig,
-                  sync_each: bool) -> float:
+                  sync_each: bool, headers: bool = True) -> float:
     pub = KafkaPublisher(bootstrap, cfg, client_id="bench")
     publish_ticks(pub, ticks[:100], topic)  # connection, producer id
     pub.flush()
     t0 = time.perf_counter()
     if sync_each:
         for t in ticks:
-            publish_ticks(pub, [t], topic)
+            publish_ticks(pub, [t], topic, headers)
             pub.flush()
     else:
-        publish_ticks(pub, ticks, topic)
+        publish_ticks(pub, ticks, topic, headers)
         pub.flush()
     return len(ticks) / (time.perf_counter() - t0)
+
+
+def _publish_rate(bootstrap: str, topic: str, ticks: list[TradeTick | QuoteTick]) -> float:
+    """The per-record path KafkaSink uses (publish(): encode, keyword produce with headers), for reference."""
+    pub = KafkaPublisher(bootstrap, client_id="bench-publish")
+    publish_ticks(pub, ticks[:100], topic)
+    pub.flush()
+    t0 = time.perf_counter()
+    for t in ticks:
+        pub.publish(topic, t, t.instrument_id)
+    pub.flush()
+    return len(ticks) / (time.perf_counter() - t0)
+
+
+def _batch_rate(bootstrap: str, topic: str, cols: TickColumns, registry: Registry) -> float:
+    """Ticks/s of Arrow tick batch messages, from columns to acknowledged."""
+    pub = KafkaPublisher(bootstrap, client_id="bench-batch")
+    publish_tick_batches(pub, cols.take(slice(0, 100)), topic, registry)  # connection, producer id, pyarrow IPC
+    pub.flush()
+    t0 = time.perf_counter()
+    publish_tick_batches(pub, cols, topic, registry)
+    pub.flush()
+    return len(cols) / (time.perf_counter() - t0)
+
+
+def _check_batches(bootstrap: str, topic: str, cols: TickColumns, registry: Registry, runs: int) -> None:
+    """Everything published as batches reads back equal to the input (the warm-up rows, then each run)."""
+    want = 100 + len(cols)
+    c = BatchConsumer(bootstrap, f"bench-check-{time.time_ns()}", [topic])
+    parts = []
+    got = 0
+    deadline = time.monotonic() + 120
+    try:
+        while got < want * runs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"read back {got} of {want * runs} batched ticks")
+            msgs = c.poll(1000, 1.0)
+            if msgs:
+                ing = decode_ticks(msgs, registry)
+                if ing.dead_letters:
+                    raise RuntimeError(f"batched ticks decoded to dead letters: {ing.dead_letters[:2]}")
+                parts.append(ing.columns)
+                got += len(ing.columns)
+    finally:
+        c.close()
+    back = TickColumns.concat(parts)
+    for r in range(runs):
+        run_cols = back.take(slice(r * want + 100, (r + 1) * want))
+        for name in TickColumns.DTYPES:
+            if not (getattr(run_cols, name) == getattr(cols, name)).all():
+                raise RuntimeError(f"batched ticks read back differ in column {name}")
 
 
 def _executemany_rate(dsn: str, bars: list[Bar]) -> float:
@@ -122,12 +186,31 @@ def run(quick: bool = False) -> list[Result]:
         names = Topics("bench.")
         ensure_topics(bootstrap, names.standard())
         ticks = _ticks(n_ticks)
+        registry = default_registry()
+        cols = TickColumns.from_ticks(ticks, registry)
+        batch_topic = "bench.batch." + names.ticks
+        ensure_topics(bootstrap, {batch_topic: 1})
 
-        batched = max(_produce_rate(bootstrap, names.ticks, ticks, ProducerConfig(), sync_each=False)
-                      for _ in range(2))
         unbatched = _produce_rate(bootstrap, names.ticks, ticks[:n_sync], ProducerConfig(linger_ms=0), sync_each=True)
-        results.append(Result("stack", f"kafka produce, idempotent acks=all lz4 linger 5 ms ({n_ticks:,} ticks)",
-                              batched, "msgs/s", f"unbatched: each record awaited ({n_sync:,})", unbatched))
+        base = f"unbatched: each record awaited ({n_sync:,})"
+        cfg = ProducerConfig()
+        per_record = _publish_rate(bootstrap, names.ticks, ticks)
+        with_headers = max(_produce_rate(bootstrap, names.ticks, ticks, cfg, sync_each=False) for _ in range(2))
+        no_headers = max(_produce_rate(bootstrap, names.ticks, ticks, cfg, sync_each=False, headers=False)
+                         for _ in range(2))
+        batches = max(_batch_rate(bootstrap, batch_topic, cols, registry) for _ in range(2))
+        _check_batches(bootstrap, batch_topic, cols, registry, runs=2)
+        prod = "idempotent acks=all lz4 linger 5 ms"
+        results.append(Result("stack", f"kafka produce, 1 JSON tick/message + headers, {prod} ({n_ticks:,} ticks)",
+                              with_headers, "msgs/s", base, unbatched,
+                              notes="publish_ticks: pre-encoded, positional produce(), poll(0) every 4,096",
+                              extra={"publish_per_record_msgs_per_s": per_record}))
+        results.append(Result("stack", f"kafka produce, 1 JSON tick/message, no headers, {prod} ({n_ticks:,})",
+                              no_headers, "msgs/s", base, unbatched))
+        results.append(Result("stack", f"kafka produce, Arrow tick batches of {TICK_BATCH_ROWS:,} ticks/message, "
+                                       f"{prod} ({n_ticks:,})", batches, "ticks/s", base, unbatched,
+                              notes="read back and compared with the input",
+                              extra={"msgs_per_s": batches / TICK_BATCH_ROWS, "vs_headers": batches / with_headers}))
 
         bars = _bars(n_bars)
         warm, bars = bars[:200], bars[200:]  # first writes pay for connections, partitions, plans

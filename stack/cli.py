@@ -1,4 +1,5 @@
-"""`commodex stack up|down|status`: the local scale-out services under one state dir.
+"""`commodex stack up|down|status|serve`: the local scale-out services under one state dir, and the web app
+on them (history from PostgreSQL/ClickHouse, live updates from Redis; see stack.serve).
 
 Addresses come from `stack.settings.load_settings()` (COMMODEX_* environment variables override them)."""
 
@@ -24,9 +25,16 @@ def add_stack_parser(subparsers: Any) -> None:
     sub.add_parser("down", help="stop every service this state dir started")
     sub.add_parser("status", help="each service with its address and version")
     for s in sub.choices.values():
+        s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    serve = sub.add_parser("serve", help="the API and dashboard on the stack: history from PostgreSQL (or a "
+                                         "ClickHouse server), live updates from Redis")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8766, help="default 8766 (the embedded demo uses 8765)")
+    serve.add_argument("--history", choices=["auto", "postgres", "clickhouse"], default="auto",
+                       help="history store: auto = ClickHouse when its DSN is a server URL, else PostgreSQL")
+    for s in sub.choices.values():
         s.add_argument("--state-dir", default=None, help="where service data lives (default: $COMMODEX_STATE_DIR "
                                                          "or .commodex/stack)")
-        s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run_stack)
 
 
@@ -60,6 +68,10 @@ def settings_for(command: str, state_dir: str | None) -> StackSettings:
 
 
 def run_stack(args: argparse.Namespace) -> int:
+    if args.stack_command == "serve":
+        from stack.serve import run_serve
+
+        return run_serve(args, settings_for("serve", args.state_dir))
     from stack.services.stack import Stack
 
     stack = Stack(settings_for(args.stack_command, args.state_dir))

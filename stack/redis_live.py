@@ -4,22 +4,34 @@ live update (ticks, bars, signals) as codec JSON to any number of subscribers (d
 The hash is conflated in arrival order: the job hands over the latest trade/quote per instrument of each
 batch, and the last write wins. Readers get typed ticks back (`latest`), or the price alone (`latest_price`:
 a trade's price, a quote's mid).
+
+Pub/sub is at-most-once: a subscriber that is disconnected misses what was published meanwhile, which is
+why a serving replica re-reads the hash when it (re)subscribes (`AsyncLiveSubscription`, used by
+`stack.serve`) and history comes from the databases, never from this channel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import msgspec
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from jobs.sink import Sink
 from market import codec
-from market.events import Bar, Event, QuoteTick, Signal, TradeTick
+from market.events import Bar, DeadLetter, Event, QuoteTick, Signal, TradeTick
+from market.rejects import Reason
+from market.timeutil import now_ns
 
 LATEST_KEY = "commodex:latest"
 CHANNEL = "commodex:live"
+SOURCE = "redis"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +125,75 @@ class RedisLiveSink(Sink):
 
     def signals(self, signals: list[Signal]) -> None:
         self.live.publish(others=list(signals))
+
+
+@dataclass
+class LiveBatch:
+    """What arrived together on the channel, in publish order; messages that do not decode are dead letters."""
+
+    events: list[Event] = field(default_factory=list)
+    rejects: list[DeadLetter] = field(default_factory=list)
+
+
+class AsyncLiveSubscription:
+    """asyncio side of the live channel, for serving replicas: `open()` returns once the server confirmed the
+    SUBSCRIBE (nothing published later is missed), `batch()` hands over everything waiting at once."""
+
+    def __init__(self, url: str, keys: RedisKeys | None = None, timeout_s: float = 10.0) -> None:
+        self.keys = keys or RedisKeys()
+        # no silent reconnect: redis-py would resubscribe by itself, hiding that messages were lost meanwhile;
+        # the caller reconnects and re-reads the hash instead
+        self.client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout_s,
+                                                   retry=Retry(NoBackoff(), 0))
+        self._ps = self.client.pubsub()
+        self._timeout_s = timeout_s
+
+    async def open(self) -> None:
+        await self._ps.subscribe(self.keys.channel)
+        deadline = time.monotonic() + self._timeout_s
+        while True:  # wait for the server's confirmation
+            msg = await self._ps.get_message(timeout=1.0)
+            if msg is not None and msg["type"] == "subscribe":
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no confirmation of SUBSCRIBE {self.keys.channel} after {self._timeout_s} s")
+
+    async def latest_batch(self) -> LiveBatch:
+        """The hash: the latest tick per instrument (in no particular order); undecodable entries as rejects."""
+        raw: dict[bytes, bytes] = await self.client.hgetall(self.keys.latest)  # type: ignore[misc,assignment]
+        out = LiveBatch()
+        for key, data in raw.items():
+            t = codec.decode_tick_or_dead_letter(data, now_ns(), source=SOURCE)
+            if isinstance(t, DeadLetter):
+                out.rejects.append(msgspec.structs.replace(t, detail=f"{self.keys.latest}[{key!r}]: {t.detail}"))
+            else:
+                out.events.append(t)
+        return out
+
+    async def batch(self, max_messages: int = 1000, timeout_s: float = 1.0) -> LiveBatch:
+        """Waits up to timeout_s for a first message, then takes what is already there (up to max_messages)."""
+        out = LiveBatch()
+        wait = timeout_s
+        n = 0
+        while n < max_messages:
+            msg = await self._ps.get_message(timeout=wait)
+            if msg is None:
+                break
+            wait = 0.0  # after the first message: only what has arrived already
+            if msg["type"] != "message":
+                continue
+            n += 1
+            data: bytes = msg["data"]
+            try:
+                out.events.append(codec.decode(data))
+            # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a JSON string
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as e:
+                out.rejects.append(DeadLetter(SOURCE, Reason.MALFORMED.label, f"{self.keys.channel}: {e}",
+                                              data.decode("utf-8", "backslashreplace")[:4096], now_ns()))
+            if not n & 63:
+                await asyncio.sleep(0)  # a long burst must not starve the SSE writers on this loop
+        return out
+
+    async def close(self) -> None:
+        await self._ps.aclose()
+        await self.client.aclose()

@@ -176,14 +176,15 @@ class KafkaService:
     def up(self) -> ServiceStatus:
         self.ensure_libs()
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not self.pid():
+        pid = self.pid()
+        if not pid:
             if port_open(self.s.host, self.s.kafka_port) or port_open(self.s.host, self.s.kafka_controller_port):
                 raise ServiceError(f"kafka: port {self.s.kafka_port} or {self.s.kafka_controller_port} is in use "
                                    "by a process this stack did not start")
             self._write_config()
             self._format()
-            spawn(self._java("kafka.Kafka", str(self.properties), heap=True), self.log, self.pid_file)
-        pid = self.pid()
+            # the spawned pid itself: right after the fork its command line may not show the JVM's yet
+            pid = spawn(self._java("kafka.Kafka", str(self.properties), heap=True), self.log, self.pid_file)
         wait_until(self.healthy, self.s.start_timeout_s, f"kafka on {self.address}",
                    alive=lambda: pid_alive(pid), log=self.log)
         return self.status()
