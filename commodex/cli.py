@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="commodex", description="Market intelligence engine for commodity markets.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("demo", help="run the embedded engine on simulated feeds and serve the dashboard")
+    d = sub.add_parser("demo", help="run the embedded engine on simulated venues and serve the dashboard")
     d.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (default: run until Ctrl-C)")
     d.add_argument("--json", action="store_true", help="print a one-line JSON summary at the end")
     d.add_argument("--host", default="127.0.0.1")
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--state-dir", default=".commodex", help="embedded storage lives here")
     d.add_argument("--no-serve", action="store_true", help="do not start the web server")
+    d.add_argument("--source", choices=["wire", "inproc"], default="wire",
+                   help="wire (default): loopback ICE WebSocket, CME FIX and MCX HTTP venue simulators read by the "
+                        "venue adapters; inproc: the simulator's messages straight into the engine")
     d.add_argument("--trade", type=_strategy, default=None, metavar="STRATEGY",
                    help="also run the trade module live on simulated venues: arbitrage, crash or arbitrage,crash; "
                         "orders over the risk threshold wait for approval at /api/trading (see `commodex apikey`)")

@@ -7,7 +7,13 @@ live runner stamped:
   and `timer` (the runner's timer hook, which times out resyncs), recorded by wrapping the protocol
   (`RecordingFeed`): feeds/ice has no raw hook and is not changed;
 - mcx (HTTP polling, feeds.mcx.poll_protocol.McxPollProtocol): `response` (status, the headers the protocol
-  reads, body) and `failure` (no response), recorded through McxPollClient's `on_raw` hook.
+  reads, body) and `failure` (no response), recorded through McxPollClient's `on_raw` hook;
+- cme (FIX 4.4 over QuickFIX, feeds.cme.protocol.CmeMdProtocol): what the QuickFIX application hands the
+  protocol, recorded by a protocol subclass (`RecordingCmeProtocol`, given to CmeClient): `frame` (every FIX
+  message received, admin or application, as QuickFIX's text), `logon`, `logout`, `sent` (the MsgType of each
+  message QuickFIX sends: only counted, so only the type is kept; the Logon's password never reaches the
+  file), `timer` (the application's throttled poll) and `callback_error`. Replay needs no QuickFIX and no socket:
+  the session layer already ran live, its effects are in the records.
 The manifest names each feed's protocol, its config (secrets masked), record counts, first/last receive
 time and the file's SHA-256 (checked before replay).
 
@@ -15,7 +21,7 @@ Replay builds each feed's protocol from the manifest's config and feeds it the r
 feeds are merged by (ts_recv, feed order, record order). No clock is read, so a capture always replays to
 the same ticks and dead letters, and to the same events the live protocol produced while capturing.
 
-    manifest = capture(["ice", "mcx"], 10.0, "captures/run1")     # starts loopback simulators
+    manifest = capture(["ice", "cme", "mcx"], 10.0, "captures/run1")     # starts loopback simulators
     for batch in replay_capture("captures/run1"): engine.offer(batch.columns, batch.dead_letters)
 """
 
@@ -33,6 +39,8 @@ from typing import IO, Any
 
 import msgspec
 
+from feeds.cme.config import CmeFeedConfig
+from feeds.cme.protocol import CmeMdProtocol, redact
 from feeds.common.adapter import FeedEvent, SansIOFeed
 from feeds.ice.config import IceFeedConfig
 from feeds.ice.protocol import IceProtocol
@@ -47,8 +55,8 @@ from market.instruments import Registry, default_registry
 FORMAT = "commodex.capture"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-FEEDS = ("ice", "mcx")
-PROTOCOLS = {"ice": "ice.ws.v1", "mcx": "mcx.poll.v1"}
+FEEDS = ("ice", "cme", "mcx")
+PROTOCOLS = {"ice": "ice.ws.v1", "cme": "cme.fix44.v1", "mcx": "mcx.poll.v1"}
 
 
 class CaptureError(ValueError):
@@ -90,8 +98,28 @@ class Failure(Record, frozen=True, tag="failure"):
     timed_out: bool = False
 
 
-CaptureRecord = Frame | Connected | Disconnected | Timer | Response | Failure
-RECORD_KINDS = ("frame", "connected", "disconnected", "timer", "response", "failure")
+class Logon(Record, frozen=True, tag="logon"):
+    pass
+
+
+class Logout(Record, frozen=True, tag="logout"):
+    pass
+
+
+class Sent(Record, frozen=True, tag="sent"):
+    msg_type: str  # FIX MsgType (35) of a message QuickFIX sent
+
+
+class CallbackError(Record, frozen=True, tag="callback_error"):
+    callback: str
+    error_type: str
+    error: str
+    raw: str  # password fields masked
+
+
+CaptureRecord = Frame | Connected | Disconnected | Timer | Response | Failure | Logon | Logout | Sent | CallbackError
+RECORD_KINDS = ("frame", "connected", "disconnected", "timer", "response", "failure", "logon", "logout", "sent",
+                "callback_error")
 _RECORD_DECODER = msgspec.json.Decoder(CaptureRecord)
 _ENCODER = msgspec.json.Encoder()
 
@@ -225,6 +253,68 @@ class RecordingFeed(SansIOFeed):
         return self.inner.data_to_send()
 
 
+class RecordingCmeProtocol(CmeMdProtocol):
+    """CmeMdProtocol recording every call that drives it before running it. The application calls it under its
+    lock, from QuickFIX's thread or the runner's, so records are written one at a time and in call order.
+    `on_events` (optional) sees each batch of events as the application takes it, under that lock: exactly what
+    the live protocol emitted, in emission order (the batches then cross threads to the consumer)."""
+
+    def __init__(self, config: CmeFeedConfig, registry: Registry | None,
+                 record: Callable[[CaptureRecord], None], feed: str = "cme",
+                 clock: Callable[[], int] = time.time_ns,
+                 on_events: Callable[[list[FeedEvent]], None] | None = None) -> None:
+        super().__init__(config, registry)
+        self._record = record
+        self._feed = feed
+        self._clock = clock
+        self._on_events = on_events
+
+    def events(self) -> list[FeedEvent]:
+        out = super().events()
+        if out and self._on_events is not None:
+            self._on_events(out)
+        return out
+
+    def receive(self, frame: bytes | str, ts_recv: int) -> None:
+        raw = frame.encode() if isinstance(frame, str) else bytes(frame)
+        self._record(Frame(ts_recv, self._feed, raw, isinstance(frame, str)))
+        super().receive(frame, ts_recv)
+
+    def on_logon(self, now_ns: int) -> None:
+        self._record(Logon(now_ns, self._feed))
+        super().on_logon(now_ns)
+
+    def on_logout(self, now_ns: int) -> None:
+        self._record(Logout(now_ns, self._feed))
+        super().on_logout(now_ns)
+
+    def sent(self, raw: str) -> None:
+        self._record(Sent(self._clock(), self._feed, fix_msg_type(raw)))
+        super().sent(raw)
+
+    def poll(self, now_ns: int) -> None:
+        self._record(Timer(now_ns, self._feed))
+        super().poll(now_ns)
+
+    def callback_error(self, callback: str, error: BaseException, raw: str, ts_recv: int) -> None:
+        self._record(CallbackError(ts_recv, self._feed, callback, type(error).__name__, str(error), redact(raw)))
+        super().callback_error(callback, error, raw, ts_recv)
+
+
+def fix_msg_type(raw: str) -> str:
+    """The MsgType (35) of a FIX message text ("" if it has none)."""
+    i = raw.find("\x0135=")
+    if i < 0:
+        return ""
+    j = raw.find("\x01", i + 4)
+    return raw[i + 4:j if j >= 0 else None]
+
+
+def captured_error(error_type: str, message: str) -> Exception:
+    """An exception whose type name and text are the recorded ones (what callback_error reports)."""
+    return type(error_type, (Exception,), {})(message)  # type: ignore[no-any-return]
+
+
 def poll_record(feed: str, item: PollResponse | PollFailure, ts_recv: int) -> Response | Failure:
     if isinstance(item, PollResponse):
         return Response(ts_recv, feed, item.status, item.headers, item.body)
@@ -236,31 +326,37 @@ def poll_record(feed: str, item: PollResponse | PollFailure, ts_recv: int) -> Re
 class CaptureOptions(Config, frozen=True):
     ice_url: str = ""  # "": start the loopback ICE simulator
     mcx_url: str = ""  # "": start the loopback MCX simulator
-    seed: int = 0  # simulators' market
+    cme_host: str = "127.0.0.1"
+    cme_port: int = 0  # 0: start the loopback CME simulator
+    seed: int = 0  # simulators' market (the loopback venues share one: same seed, scenarios, rate and epoch)
     scenarios: tuple[str, ...] = ("calm",)
     rate_scale: float = 1.0
     ice_heartbeat_ms: int = 1000
     ice_stale_after_ms: int = 3000
     mcx_poll_interval_ms: int = 250
+    cme_heartbeat_s: int = 1
 
 
 EventSink = Callable[[str, list[FeedEvent]], None]
 
 
 def capture(feeds: Sequence[str], duration_s: float, out_dir: str | Path, *, options: CaptureOptions | None = None,
-            ice_api_key: str = "", on_events: EventSink | None = None,
+            ice_api_key: str = "", cme_password: str = "", on_events: EventSink | None = None,
             registry: Registry | None = None) -> CaptureManifest:
     """Record `duration_s` of raw traffic of `feeds` into `out_dir` (blocking; see capture_async)."""
     return asyncio.run(capture_async(feeds, duration_s, out_dir, options=options, ice_api_key=ice_api_key,
-                                     on_events=on_events, registry=registry))
+                                     cme_password=cme_password, on_events=on_events, registry=registry))
 
 
 async def capture_async(feeds: Sequence[str], duration_s: float, out_dir: str | Path, *,
-                        options: CaptureOptions | None = None, ice_api_key: str = "",
+                        options: CaptureOptions | None = None, ice_api_key: str = "", cme_password: str = "",
                         on_events: EventSink | None = None, registry: Registry | None = None) -> CaptureManifest:
-    """Run each feed's client against its venue (a loopback simulator unless options name a URL), recording
-    everything its protocol is fed. `on_events(feed, events)` sees what the live protocols emitted. The
-    manifest is written even when a feed fails; the failure (e.g. FeedFatal) is raised after it."""
+    """Run each feed's client against its venue (a loopback simulator unless options name a URL / port),
+    recording everything its protocol is fed. `on_events(feed, events)` sees what the live protocols emitted
+    (on the event loop's thread; for cme on QuickFIX's thread, as the protocol emits them). The loopback
+    simulators show one market: the whole generated market with one seed, scenario list, rate and epoch, each
+    venue publishing its own instruments. The manifest is written even when a feed fails; the failure (e.g.
+    FeedFatal) is raised after it."""
     from feeds.common.adapter import FeedRunner
     from feeds.common.backoff import Backoff
     from feeds.ice.client import connect_websocket
@@ -280,25 +376,22 @@ async def capture_async(feeds: Sequence[str], duration_s: float, out_dir: str | 
     writer = CaptureWriter(out_dir)
     stop = asyncio.Event()
     servers: list[IceServer | McxServer] = []
+    cme_servers: list[Any] = []  # simulators.cme_server.CmeServer (QuickFIX: imported only when asked for)
     tasks: list[asyncio.Task[None]] = []
     sources: list[str] = []
 
     def sink(feed: str) -> Callable[[list[FeedEvent]], None]:
         return (lambda evs: on_events(feed, evs)) if on_events is not None else (lambda evs: None)
 
-    def sim(instruments: tuple[str, ...]) -> SimConfig:
-        return SimConfig(instruments=instruments, duration_s=0.0, seed=opts.seed, scenarios=opts.scenarios,
-                         rate_scale=opts.rate_scale)
-
     start_ns = time.time_ns()
+    market = SimConfig(duration_s=0.0, seed=opts.seed, scenarios=opts.scenarios, rate_scale=opts.rate_scale)
+    epoch_ns = start_ns
     failure: BaseException | None = None
     try:
         if "ice" in names:
-            from feeds.ice.config import ICE_INSTRUMENTS
-
             ice_url, key = opts.ice_url, ice_api_key
             if not ice_url:
-                ice_server = IceServer(IceServerConfig(sim=sim(ICE_INSTRUMENTS)), reg)
+                ice_server = IceServer(IceServerConfig(sim=market, epoch_ns=epoch_ns), reg)
                 await ice_server.start()
                 servers.append(ice_server)
                 ice_url, key = ice_server.url, key or "loopback"
@@ -313,21 +406,36 @@ async def capture_async(feeds: Sequence[str], duration_s: float, out_dir: str | 
                                 backoff=Backoff(ice_cfg.backoff_initial_ms, ice_cfg.backoff_max_ms),
                                 connect_timeout_ms=ice_cfg.connect_timeout_ms)
             tasks.append(asyncio.create_task(runner.run(stop)))
-        if "mcx" in names:
-            from feeds.mcx.poll_config import MCX_INSTRUMENTS
+        if "cme" in names:
+            from feeds.cme.client import CmeClient
+            from simulators.cme_server import CmeServer, CmeServerConfig
 
+            host, port = opts.cme_host, opts.cme_port
+            if not port:
+                cme_server = CmeServer(CmeServerConfig(sim=market, epoch_ns=epoch_ns), reg)
+                cme_servers.append(cme_server)
+                host, port = "127.0.0.1", await asyncio.to_thread(cme_server.start)
+            cme_cfg = CmeFeedConfig(host=host, port=port, heartbeat_s=opts.cme_heartbeat_s, password=cme_password)
+            sources.append(f"cme: fix://{host}:{port}")
+            crec = writer.feed("cme", cme_cfg.redacted())
+            # events are taken where the protocol emits them (QuickFIX's thread, under the application's lock):
+            # what the live protocol produced, in order, whatever the hand-over to this loop does afterwards
+            proto_cme = RecordingCmeProtocol(cme_cfg, reg, crec.write, on_events=sink("cme"))
+            client = CmeClient(cme_cfg, None, reg, protocol=proto_cme)
+            tasks.append(asyncio.create_task(client.run(stop)))
+        if "mcx" in names:
             mcx_url = opts.mcx_url
             if not mcx_url:
-                mcx_server = McxServer(McxServerConfig(sim=sim(MCX_INSTRUMENTS), warmup_retry_after_s=0), reg)
+                mcx_server = McxServer(McxServerConfig(sim=market, epoch_ns=epoch_ns, warmup_retry_after_s=0), reg)
                 await mcx_server.start()
                 servers.append(mcx_server)
                 mcx_url = mcx_server.url
             mcx_cfg = McxPollConfig(url=mcx_url, poll_interval_ms=opts.mcx_poll_interval_ms)
             sources.append(f"mcx: {mcx_url}")
             mrec = writer.feed("mcx", mcx_cfg.to_dict())
-            client = McxPollClient(mcx_cfg, sink("mcx"), reg,
-                                   on_raw=lambda item, ts: mrec.write(poll_record("mcx", item, ts)))
-            tasks.append(asyncio.create_task(client.run(stop)))
+            mcx_client = McxPollClient(mcx_cfg, sink("mcx"), reg,
+                                       on_raw=lambda item, ts: mrec.write(poll_record("mcx", item, ts)))
+            tasks.append(asyncio.create_task(mcx_client.run(stop)))
         done, _ = await asyncio.wait(tasks, timeout=duration_s, return_when=asyncio.FIRST_EXCEPTION)
         for t in done:
             if t.exception() is not None:
@@ -340,6 +448,8 @@ async def capture_async(feeds: Sequence[str], duration_s: float, out_dir: str | 
                 failure = r
         for s in servers:
             await s.stop()
+        for cs in cme_servers:
+            await asyncio.to_thread(cs.stop)
         manifest = writer.close(start_ns, time.time_ns(), "; ".join(sources))
     if failure is not None:
         raise failure
@@ -399,25 +509,37 @@ def read_records(path: str | Path, feed: FeedManifest) -> Iterator[CaptureRecord
 def build_protocol(feed: FeedManifest, registry: Registry) -> SansIOFeed:
     if feed.name == "ice":
         return IceProtocol(IceFeedConfig.from_dict(feed.config), registry)
+    if feed.name == "cme":
+        return CmeMdProtocol(CmeFeedConfig.from_dict(feed.config), registry)
     return McxPollProtocol(McxPollConfig.from_dict(feed.config), registry)
 
 
 def apply_record(proto: SansIOFeed, rec: CaptureRecord) -> None:
     """Drive the protocol exactly as the live runner did."""
-    tp = type(rec)
-    if tp is Frame:
-        proto.receive(rec.raw.decode() if rec.text else rec.raw, rec.ts_recv_ns)  # type: ignore[union-attr]
-    elif tp is Response:
-        resp = PollResponse(rec.status, rec.headers, rec.raw)  # type: ignore[union-attr]
-        proto.on_response(resp, rec.ts_recv_ns)  # type: ignore[attr-defined]
-    elif tp is Failure:
-        proto.on_failure(PollFailure(rec.detail, rec.timed_out))  # type: ignore[attr-defined, union-attr]
-    elif tp is Timer:
+    if isinstance(rec, Frame):
+        proto.receive(rec.raw.decode() if rec.text else rec.raw, rec.ts_recv_ns)
+    elif isinstance(rec, Timer):
         proto.poll(rec.ts_recv_ns)
-    elif tp is Connected:
+    elif isinstance(rec, Connected):
         proto.connection_made(rec.ts_recv_ns)
+    elif isinstance(rec, Disconnected):
+        proto.connection_lost(rec.reason)
+    elif isinstance(proto, McxPollProtocol) and isinstance(rec, Response):
+        proto.on_response(PollResponse(rec.status, rec.headers, rec.raw), rec.ts_recv_ns)
+    elif isinstance(proto, McxPollProtocol) and isinstance(rec, Failure):
+        proto.on_failure(PollFailure(rec.detail, rec.timed_out))
+    elif isinstance(proto, CmeMdProtocol) and isinstance(rec, Sent):
+        proto.sent(f"\x0135={rec.msg_type}\x01")
+    elif isinstance(proto, CmeMdProtocol) and isinstance(rec, Logon):
+        proto.on_logon(rec.ts_recv_ns)
+    elif isinstance(proto, CmeMdProtocol) and isinstance(rec, Logout):
+        proto.on_logout(rec.ts_recv_ns)
+    elif isinstance(proto, CmeMdProtocol) and isinstance(rec, CallbackError):
+        proto.callback_error(rec.callback, captured_error(rec.error_type, rec.error), rec.raw, rec.ts_recv_ns)
     else:
-        proto.connection_lost(rec.reason)  # type: ignore[union-attr]
+        raise CaptureError(f"a {type(rec).__struct_config__.tag!r} record cannot drive the {proto.name} protocol")
+    if isinstance(proto, CmeMdProtocol):
+        proto.requests()  # what it asked QuickFIX to send: the live session sent it (its `sent` records follow)
 
 
 def replay_events(path: str | Path, feeds: Iterable[str] | None = None,

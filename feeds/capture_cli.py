@@ -1,7 +1,7 @@
 """`commodex capture` (record raw venue traffic to a capture directory) and the hook `commodex replay` uses to
 take a capture directory instead of a tick file.
 
-    commodex capture --feeds ice,mcx --duration 60 --out captures/run1
+    commodex capture --feeds ice,cme,mcx --duration 60 --out captures/run1
     commodex replay captures/run1
 """
 
@@ -36,17 +36,22 @@ def _positive(text: str) -> float:
 
 def add_capture_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     c = subparsers.add_parser(
-        "capture", help="record raw venue messages (ICE WebSocket, MCX polling) to a capture directory",
+        "capture", help="record raw venue messages (ICE WebSocket, CME FIX, MCX polling) to a capture directory",
         description="Run the venue clients for a while and record every raw message with its receive time. "
-                    "Without --ice-url / --mcx-url the loopback simulators are started. Replay the result with "
-                    "`commodex replay DIR`.")
-    c.add_argument("--feeds", type=_feeds, default=("ice", "mcx"), help="comma-separated: ice,mcx (default both)")
+                    "Without --ice-url / --cme-port / --mcx-url the loopback simulators are started (one market). "
+                    "Replay the result with `commodex replay DIR`.")
+    c.add_argument("--feeds", type=_feeds, default=("ice", "mcx"),
+                   help="comma-separated subset of ice,cme,mcx (default ice,mcx)")
     c.add_argument("--duration", type=_positive, required=True, metavar="S", help="seconds to record")
     c.add_argument("--out", type=Path, required=True, metavar="DIR", help="new capture directory")
     c.add_argument("--ice-url", default="", help="ws:// URL of an ICE-style venue (default: loopback simulator)")
     c.add_argument("--ice-api-key-env", default="COMMODEX_ICE_API_KEY", metavar="VAR",
                    help="environment variable holding the ICE API key (never a command-line argument)")
     c.add_argument("--mcx-url", default="", help="http:// base URL of an MCX-style venue (default: simulator)")
+    c.add_argument("--cme-host", default="127.0.0.1", help="host of a CME-style FIX 4.4 venue (with --cme-port)")
+    c.add_argument("--cme-port", type=int, default=0, help="port of that venue (default 0: loopback simulator)")
+    c.add_argument("--cme-password-env", default="COMMODEX_CME_PASSWORD", metavar="VAR",
+                   help="environment variable holding the FIX Logon password (never a command-line argument)")
     c.add_argument("--poll-interval-ms", type=int, default=250, help="MCX polling interval")
     c.add_argument("--seed", type=int, default=0, help="simulators' market seed")
     c.add_argument("--scenario", default="calm", help="simulators' scenarios, comma-separated")
@@ -63,7 +68,8 @@ def run_capture_command(args: argparse.Namespace) -> int:
     from feeds.common.adapter import FeedFatal
 
     options = CaptureOptions(
-        ice_url=args.ice_url, mcx_url=args.mcx_url, seed=args.seed, rate_scale=args.rate_scale,
+        ice_url=args.ice_url, mcx_url=args.mcx_url, cme_host=args.cme_host, cme_port=args.cme_port,
+        seed=args.seed, rate_scale=args.rate_scale,
         scenarios=tuple(s.strip() for s in args.scenario.split(",") if s.strip()),
         mcx_poll_interval_ms=args.poll_interval_ms)
     key = os.environ.get(args.ice_api_key_env, "")
@@ -71,7 +77,8 @@ def run_capture_command(args: argparse.Namespace) -> int:
         print(f"commodex capture: set {args.ice_api_key_env} to the ICE API key", file=sys.stderr)
         return 2
     try:
-        manifest = capture(args.feeds, args.duration, args.out, options=options, ice_api_key=key)
+        manifest = capture(args.feeds, args.duration, args.out, options=options, ice_api_key=key,
+                           cme_password=os.environ.get(args.cme_password_env, ""))
     except FileExistsError as e:
         print(f"commodex capture: {e}", file=sys.stderr)
         return 2

@@ -1,12 +1,14 @@
 """A loopback CME-style FIX 4.4 market-data venue: a QuickFIX SocketAcceptor fed by the seeded market.
 
 It answers 35=V (SubscriptionRequestType 1: a 35=W snapshot per symbol, then 35=X incrementals; 0: a snapshot
-only; 2: unsubscribe; unknown symbols get 35=Y) for CL.NYMEX, GC.COMEX and ZW.CBOT from
-`simulators.market.MarketGenerator`, paced so that an event is published when its receive time is due on
-the wall clock (epoch + (ts_recv - epoch) / speed). RptSeq is the generator's per-instrument seq; the bid
-and offer entries of one quote share it. A restarted venue given the first one's `epoch_ns` and `store_dir`
-regenerates the same market, continues the RptSeq streams and the FIX MsgSeqNums: what was due while it was
-down is applied to its state but never sent (the client resyncs from the snapshot its resubscription brings).
+only; 2: unsubscribe; unknown symbols get 35=Y) for its `instruments` (CL.NYMEX, GC.COMEX and ZW.CBOT) from
+`simulators.market.MarketGenerator` (by default the whole market, of which the venue keeps its own rows: venues
+given one seed, scenario list, rate and epoch show one market), paced so that an event is published when its
+receive time is due on the wall clock (epoch + (ts_recv - epoch) / speed). RptSeq is the generator's
+per-instrument seq; the bid and offer entries of one quote share it. A restarted venue given the first one's
+`epoch_ns` and `store_dir` regenerates the same market, continues the RptSeq streams and the FIX MsgSeqNums: what
+was due while it was down is applied to its state but never sent (the client resyncs from the snapshot its
+resubscription brings).
 
 The QuickFIX acceptor binds 0.0.0.0 (its C++ socket code takes no bind address): the port is reachable from
 other hosts while the venue runs. Tests connect over 127.0.0.1 only; do not run it on an exposed host.
@@ -76,7 +78,7 @@ from market.events import Side
 from market.fixedpoint import PRICE_SCALE
 from market.instruments import Registry, default_registry
 from simulators.config import SimConfig
-from simulators.market import MarketGenerator
+from simulators.market import MarketGenerator, venue_subset
 from simulators.microstructure import BUY, KIND_QUOTE, KIND_RAW, SELL, SimRows
 
 PASSWORD = 554
@@ -98,7 +100,8 @@ class CmeServerConfig(Config, frozen=True, kw_only=True):
     speed: float = 1.0  # simulated seconds per wall second
     epoch_ns: int = 0  # wall-clock start of the simulated market; 0: when start() runs
     stop_timeout_s: float = 5.0
-    sim: SimConfig = SimConfig(instruments=CME_INSTRUMENTS, duration_s=0.0)
+    instruments: tuple[str, ...] = CME_INSTRUMENTS  # what the venue lists (registry ids)
+    sim: SimConfig = SimConfig(duration_s=0.0)  # the whole market: the venue keeps its own rows
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -146,7 +149,7 @@ class VenueStats:
     snapshots_sent: int = 0
     updates_sent: int = 0
     rejects_sent: int = 0
-    skipped_rows: int = 0  # generator rows with no valid market event (raw / NaN rows of dirty scenarios)
+    skipped_rows: int = 0  # rows of its instruments with no valid market event (NaN / bad sizes: dirty scenario)
     refused_logons: int = 0  # bad password
 
 
@@ -325,7 +328,8 @@ class CmeServer:
     def __init__(self, config: CmeServerConfig | None = None, registry: Registry | None = None) -> None:
         self.config = cfg = config or CmeServerConfig()
         self.registry = registry or default_registry()
-        self.symbols: dict[str, str] = {i.symbol: i.id for i in self.registry if i.id in cfg.sim.instruments}
+        self.symbols: dict[str, str] = {self.registry.get(iid).symbol: iid for iid in cfg.instruments}
+        self._indices = np.array([self.registry.get(iid).index for iid in cfg.instruments], dtype=np.int32)
         self._symbol_of_name = {i.id: i.symbol for i in self.registry}
         self.state: dict[str, SymbolState] = {s: SymbolState() for s in self.symbols}
         self.faults = Faults()
@@ -441,7 +445,8 @@ class CmeServer:
         try:
             cfg = self.config
             gen = MarketGenerator(cfg.sim.replace(start_ns=self.epoch_ns), self.registry)
-            for rows in gen.blocks():
+            for block in gen.blocks():
+                rows = venue_subset(block, self._indices)
                 events, skipped = venue_events(rows, gen.names, self._symbol_of_name, self.epoch_ns, cfg.speed)
                 self.stats.skipped_rows += skipped
                 for ev in events:

@@ -1,7 +1,9 @@
 """A loopback ICE-style venue: a `websockets` server speaking feeds/ice's protocol, fed by the seeded market.
 
-The market is `simulators.market.MarketGenerator` restricted to the ICE instruments, paced so that a row is
-published when its receive time is due on the wall clock (epoch + (ts_recv - epoch) / speed). The venue
+The market is `simulators.market.MarketGenerator` (by default the whole market, of which the venue publishes
+its `instruments` and the undecodable raw rows of the dirty scenario: venues given one seed, scenario list,
+rate and epoch show one market), paced so that a row is published when its receive time is due on the wall
+clock (epoch + (ts_recv - epoch) / speed). The venue
 keeps per-symbol state (newest seq, last quote, last trade) for snapshots. A restarted server given the
 first one's `epoch_ns` regenerates the same market and continues the same seq streams: what was due while
 it was down is applied to its state but never sent (the client sees a gap and resyncs from a snapshot).
@@ -55,7 +57,7 @@ from market.config import Config
 from market.fixedpoint import PRICE_SCALE
 from market.instruments import Registry, default_registry
 from simulators.config import SimConfig
-from simulators.market import MarketGenerator
+from simulators.market import MarketGenerator, venue_subset
 from simulators.microstructure import BUY, KIND_QUOTE, KIND_RAW, SELL, SimRows
 
 NS_PER_MS = 1_000_000
@@ -77,7 +79,8 @@ class IceServerConfig(Config, frozen=True):
     duplicate_pct: float = 0.0
     garbage_pct: float = 0.0
     fault_seed: int = 0
-    sim: SimConfig = SimConfig(instruments=ICE_INSTRUMENTS, duration_s=0.0)
+    instruments: tuple[str, ...] = ICE_INSTRUMENTS  # what the venue lists (registry ids)
+    sim: SimConfig = SimConfig(duration_s=0.0)  # the whole market: the venue keeps its own rows
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -134,7 +137,8 @@ class IceServer:
     def __init__(self, config: IceServerConfig | None = None, registry: Registry | None = None) -> None:
         self.config = cfg = config or IceServerConfig()
         self.registry = registry or default_registry()
-        self.symbols: dict[str, str] = {i.symbol: i.id for i in self.registry if i.id in cfg.sim.instruments}
+        self.symbols: dict[str, str] = {self.registry.get(iid).symbol: iid for iid in cfg.instruments}
+        self._indices = np.array([self.registry.get(iid).index for iid in cfg.instruments], dtype=np.int32)
         self._symbol_of_name = {i.id: i.symbol for i in self.registry}
         self.state: dict[str, SymbolState] = {s: SymbolState() for s in self.symbols}
         self.faults = Faults()
@@ -220,7 +224,8 @@ class IceServer:
     async def _produce(self) -> None:
         cfg = self.config
         gen = MarketGenerator(cfg.sim.replace(start_ns=self.epoch_ns), self.registry)
-        for rows in gen.blocks():
+        for block in gen.blocks():
+            rows = venue_subset(block, self._indices, keep_raw=True)
             for out in venue_rows(rows, gen.names, gen.raw_messages, self._symbol_of_name, self.epoch_ns,
                                   cfg.speed):
                 delay = out.due_ns - time.time_ns()

@@ -19,7 +19,7 @@ from market.events import QuoteTick, Side, TradeTick
 from market.fixedpoint import PRICE_SCALE
 from market.instruments import Registry
 from simulators.config import SimConfig
-from simulators.market import MarketGenerator
+from simulators.market import MarketGenerator, venue_subset
 from simulators.microstructure import BUY, KIND_QUOTE, KIND_RAW, SELL, SimRows
 
 _SIDE = {BUY: Side.BUY, SELL: Side.SELL}
@@ -72,13 +72,22 @@ async def live_messages(
     *,
     registry: Registry | None = None,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    epoch_ns: int = 0,
+    instruments: tuple[str, ...] = (),
 ) -> AsyncIterator[bytes]:
-    """Wire messages of a run starting now; runs for duration_s of simulated time, forever if <= 0."""
+    """Wire messages of a run starting now (or at `epoch_ns`, the epoch the venue simulators of the same market
+    were given: what was due before now comes at once); runs for duration_s of simulated time, forever if <= 0.
+    `instruments`: only these instruments' messages, cut from the whole market (simulators.market.venue_subset),
+    so the stream shows the same market as the venues; () keeps every row of `config`, raw ones included."""
     if speed <= 0:
         raise ValueError("speed must be positive")
-    start = clock()
+    start = epoch_ns or clock()
     gen = MarketGenerator(config.replace(start_ns=start), registry)
-    for rows in gen.blocks():
+    keep = np.array([gen.registry.get(iid).index for iid in instruments], dtype=np.int32) if instruments else None
+    if keep is not None and config.instruments:
+        raise ValueError("instruments selects from the whole market: leave config.instruments empty")
+    for block in gen.blocks():
+        rows = block if keep is None else venue_subset(block, keep)
         msgs = wire_messages(rows, gen.names, gen.raw_messages)
         due = ((rows.ts_recv - start) / speed).tolist()  # ns after start; small numbers keep float precision
         for i, msg in enumerate(msgs):

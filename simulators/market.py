@@ -22,7 +22,14 @@ from market.instruments import Registry, default_registry
 from market.links import Link, default_links
 from market.units import UnitTable, default_units
 from simulators.config import SimConfig
-from simulators.microstructure import BlockInputs, BookState, SimRows, generate_block, intraday_profile
+from simulators.microstructure import (
+    KIND_RAW,
+    BlockInputs,
+    BookState,
+    SimRows,
+    generate_block,
+    intraday_profile,
+)
 from simulators.paths import BasisNoise, WorldPaths
 from simulators.scenarios import ScenarioPlan
 
@@ -199,6 +206,18 @@ class MarketGenerator:
                 rows.ask, rows.bid_size, rows.ask_size, raw]
         return pa.Table.from_arrays([pa.array(c) if isinstance(c, np.ndarray) else c for c in cols],
                                     schema=TICK_SCHEMA)
+
+
+def venue_subset(rows: SimRows, indices: np.ndarray, keep_raw: bool = False) -> SimRows:
+    """The rows of the instruments at these registry indices (plus undecodable raw rows with keep_raw), in order.
+
+    A venue simulator generates the whole market and keeps its own instruments: restricting
+    `SimConfig.instruments` instead would change every path (the random draws depend on the rows drawn),
+    so venues started on one seed would no longer show one market."""
+    mask = np.isin(rows.inst, indices)
+    if keep_raw:
+        mask |= rows.kind == KIND_RAW
+    return rows.take(mask)
 
 
 def simulate(config: SimConfig, registry: Registry | None = None) -> pa.Table:

@@ -1,7 +1,8 @@
 """A loopback MCX-style polling venue: a small asyncio HTTP/1.1 server serving feeds/mcx's JSON quotes document.
 
-The market is `simulators.market.MarketGenerator` restricted to the MCX instruments, paced on the wall clock
-as in simulators.ice_server (a row is applied when its receive time is due). The venue keeps per-symbol state
+The market is `simulators.market.MarketGenerator` (by default the whole market, of which the venue keeps its
+`instruments`, so venues on one seed and epoch show one market), paced on the wall clock as in
+simulators.ice_server (a row is applied when its receive time is due). The venue keeps per-symbol state
 (newest seq, top of book, last trade, cumulative volume and trade count) and renders it on each GET, with an
 ETag (hash of the session and the requested symbols' seqs) and a Last-Modified (second resolution), and
 answers 304 to a matching If-None-Match (or, without one, to an If-Modified-Since not older than the data).
@@ -37,7 +38,7 @@ from market.config import Config
 from market.fixedpoint import PRICE_SCALE
 from market.instruments import Registry, default_registry
 from simulators.config import SimConfig
-from simulators.market import MarketGenerator
+from simulators.market import MarketGenerator, venue_subset
 from simulators.microstructure import BUY, KIND_QUOTE, KIND_TRADE, SELL, SimRows
 
 _SIDE = {BUY: "B", SELL: "S"}
@@ -56,7 +57,8 @@ class McxServerConfig(Config, frozen=True):
     etag: bool = True  # send ETag and honour If-None-Match
     last_modified: bool = True  # send Last-Modified and honour If-Modified-Since
     warmup_retry_after_s: int = 1  # Retry-After of the 503s served until the state has caught up
-    sim: SimConfig = SimConfig(instruments=MCX_INSTRUMENTS, duration_s=0.0)
+    instruments: tuple[str, ...] = MCX_INSTRUMENTS  # what the venue lists (registry ids)
+    sim: SimConfig = SimConfig(duration_s=0.0)  # the whole market: the venue keeps its own rows
 
     def __post_init__(self) -> None:
         if self.speed <= 0:
@@ -97,7 +99,8 @@ class McxServer:
     def __init__(self, config: McxServerConfig | None = None, registry: Registry | None = None) -> None:
         self.config = cfg = config or McxServerConfig()
         self.registry = registry or default_registry()
-        self.symbols: dict[str, str] = {i.symbol: i.id for i in self.registry if i.id in cfg.sim.instruments}
+        self.symbols: dict[str, str] = {self.registry.get(iid).symbol: iid for iid in cfg.instruments}
+        self._indices = np.array([self.registry.get(iid).index for iid in cfg.instruments], dtype=np.int32)
         self._units = {i.symbol: (i.price_currency, i.quote_unit) for i in self.registry}
         self.state: dict[str, SymbolState] = {s: SymbolState() for s in self.symbols}
         self.epoch_ns = cfg.epoch_ns
@@ -174,7 +177,8 @@ class McxServer:
         cfg = self.config
         gen = MarketGenerator(cfg.sim.replace(start_ns=self.epoch_ns), self.registry)
         symbol_of = {i.id: i.symbol for i in self.registry}
-        for rows in gen.blocks():
+        for block in gen.blocks():
+            rows = venue_subset(block, self._indices)
             for u in venue_updates(rows, gen.names, symbol_of, self.epoch_ns, cfg.speed):
                 delay = u.due_ns - time.time_ns()
                 if delay > 0:

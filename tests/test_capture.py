@@ -1,4 +1,5 @@
-"""Capture raw venue traffic from the loopback simulators and replay it deterministically through the protocols."""
+"""Capture raw venue traffic from the loopback simulators (ICE WebSocket, CME FIX, MCX polling) and replay it
+deterministically through the protocols."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ from feeds.capture import (
     Connected,
     Disconnected,
     Frame,
+    Logon,
     Response,
+    Sent,
     Timer,
+    apply_record,
+    build_protocol,
     capture,
     ingest_capture,
     read_manifest,
@@ -39,13 +44,16 @@ from market.instruments import default_registry
 T0 = 1_767_571_200_000_000_000
 
 
+CME_PASSWORD = "hunter2-secret"
+
+
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[FeedEvent]]]:
-    """2 s of both simulated venues, and what the live protocols emitted meanwhile."""
+    """2 s of the three simulated venues, and what the live protocols emitted meanwhile."""
     out = tmp_path_factory.mktemp("cap") / "run"
     live: dict[str, list[FeedEvent]] = defaultdict(list)
-    capture(["ice", "mcx"], 2.0, out, options=CaptureOptions(rate_scale=3, mcx_poll_interval_ms=50),
-            on_events=lambda feed, evs: live[feed].extend(evs))
+    capture(["ice", "cme", "mcx"], 2.0, out, options=CaptureOptions(rate_scale=3, mcx_poll_interval_ms=50),
+            cme_password=CME_PASSWORD, on_events=lambda feed, evs: live[feed].extend(evs))
     return out, live
 
 
@@ -56,32 +64,51 @@ def encoded(events: list[FeedEvent]) -> list[bytes]:
 def test_the_manifest_describes_the_files(captured: tuple[Path, dict[str, list[FeedEvent]]]) -> None:
     path, _ = captured
     m = read_manifest(path)
-    assert [f.name for f in m.feeds] == ["ice", "mcx"] and m.start_ns < m.end_ns
+    assert [f.name for f in m.feeds] == ["ice", "cme", "mcx"] and m.start_ns < m.end_ns
     for f in m.feeds:
         lines = (path / f.file).read_bytes().splitlines()
         assert len(lines) == f.records == sum(f.counts.values()) and f.first_ns <= f.last_ns
         assert m.start_ns <= f.first_ns and f.last_ns <= m.end_ns
-    ice, mcx = m.feeds
+    ice, cme, mcx = m.feeds
     assert ice.counts["connected"] == 1 and ice.counts["frame"] > 50 and ice.config["api_key"] == "***"
     assert mcx.counts["response"] > 10 and set(mcx.counts) <= {"response", "failure"}
+    assert cme.protocol == "cme.fix44.v1" and cme.config["password"] == "***"
+    assert cme.counts["logon"] >= 1 and cme.counts["frame"] > 50 and cme.counts["sent"] >= 2  # Logon + 35=V
+    assert set(cme.counts) <= {"frame", "logon", "logout", "sent", "timer", "callback_error"}
+    assert CME_PASSWORD.encode() not in (path / cme.file).read_bytes()  # the Logon's password is never recorded
     assert is_capture_dir(path) and not is_capture_dir(path / "ice.jsonl")
 
 
 def test_replay_reproduces_what_the_live_protocols_emitted(
         captured: tuple[Path, dict[str, list[FeedEvent]]]) -> None:
     path, live = captured
-    for feed in ("ice", "mcx"):
+    for feed in ("ice", "cme", "mcx"):
         replayed = list(replay_events(path, [feed]))
         assert len(replayed) > 20
         assert encoded(replayed) == encoded(live[feed]), feed
-    both = list(replay_events(path))
-    assert {e.instrument_id.split(".")[1] for e in both if not isinstance(e, DeadLetter)} == {"ICE", "MCX"}
+    every = list(replay_events(path))
+    venues = {e.instrument_id.split(".")[1] for e in every if not isinstance(e, DeadLetter)}
+    assert venues == {"ICE", "MCX", "NYMEX", "COMEX", "CBOT"}
 
 
 def test_replay_twice_is_byte_identical(captured: tuple[Path, dict[str, list[FeedEvent]]]) -> None:
     path, _ = captured
     first, second = encoded(list(replay_events(path))), encoded(list(replay_events(path)))
     assert first == second and len(first) > 40
+    cme_first, cme_second = (encoded(list(replay_events(path, ["cme"]))) for _ in range(2))
+    assert cme_first == cme_second and len(cme_first) > 20
+    assert any(b"GC.COMEX" in x for x in cme_first) and any(b"CL.NYMEX" in x for x in cme_first)
+
+
+def test_a_record_of_another_protocol_is_refused(captured: tuple[Path, dict[str, list[FeedEvent]]]) -> None:
+    path, _ = captured
+    m = read_manifest(path)
+    ice = build_protocol(m.feeds[0], default_registry())
+    mcx = build_protocol(m.feeds[2], default_registry())
+    with pytest.raises(CaptureError, match="'sent' record cannot drive the ice"):
+        apply_record(ice, Sent(T0, "ice", "0"))
+    with pytest.raises(CaptureError, match="'logon' record cannot drive the mcx"):
+        apply_record(mcx, Logon(T0, "mcx"))
 
 
 def test_edge_batches_do_not_depend_on_the_batch_size(captured: tuple[Path, dict[str, list[FeedEvent]]]) -> None:
@@ -120,7 +147,7 @@ def test_a_changed_or_unfinished_capture_is_refused(tmp_path: Path,
     path, _ = captured
     copy = tmp_path / "copy"
     copy.mkdir()
-    for f in (MANIFEST, "ice.jsonl", "mcx.jsonl"):
+    for f in (MANIFEST, "ice.jsonl", "cme.jsonl", "mcx.jsonl"):
         (copy / f).write_bytes((path / f).read_bytes())
     data = (copy / "mcx.jsonl").read_bytes()
     (copy / "mcx.jsonl").write_bytes(data[:-10])  # truncated
@@ -173,3 +200,5 @@ def test_cli_capture_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert args.handler(args) == 2  # never overwrites a capture
     with pytest.raises(SystemExit):
         parser.parse_args(["capture", "--feeds", "ice,fix", "--duration", "1", "--out", str(out)])
+    every = parser.parse_args(["capture", "--feeds", "ice,cme,mcx", "--duration", "1", "--out", str(out)])
+    assert every.feeds == ("ice", "cme", "mcx") and every.cme_port == 0

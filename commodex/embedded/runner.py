@@ -1,4 +1,8 @@
-"""CLI runners for the embedded runtime: demo (live simulated feeds + dashboard), simulate, replay."""
+"""CLI runners for the embedded runtime: demo (live simulated feeds + dashboard), simulate, replay.
+
+The demo's default source is the wire (commodex.embedded.wire: three loopback venue simulators and the three
+venue adapters over WebSocket, FIX and HTTP polling); `--source inproc` pumps the simulator's messages straight
+into the engine instead (no sockets, no adapters)."""
 
 from __future__ import annotations
 
@@ -19,10 +23,11 @@ from jobs.edge import ingest_ticks
 from jobs.pipeline import PipelineConfig
 from jobs.sink import Sink
 from market.columns import TickColumns
-from market.events import DeadLetter
+from market.events import DeadLetter, QuoteTick, TradeTick
 from market.instruments import default_registry
 
 DEMO_SCENARIOS = ("calm", "arbitrage", "crossed", "spike", "dirty")
+BATCH_MS = 50  # the engine's unit of work in the demo
 REPLAY_BATCH_ROWS = 65_536
 
 
@@ -143,6 +148,15 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
     from simulators.live import live_messages
 
     registry = default_registry()
+    scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip()) or DEMO_SCENARIOS
+    sim = SimConfig(scenarios=scenarios, seed=args.seed, duration_s=args.duration if args.duration > 0 else 0)
+    source = getattr(args, "source", "wire")
+    wire = None
+    if source == "wire":
+        from commodex.embedded.wire import WireMarket
+
+        wire = WireMarket(sim, registry=registry)  # imports the venues and adapters (QuickFIX: ~2 s)
+
     trading = trading_sink = keys = None
     if args.trade:
         from commodex.embedded.trading_sink import TradingSink
@@ -167,6 +181,9 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
 
     def status() -> dict[str, object]:
         doc: dict[str, object] = msgspec.to_builtins(engine.summary())
+        doc["source"] = source
+        if wire is not None:
+            doc["feeds"] = wire.feeds()
         if trading is not None:
             doc["trading"] = trading.summary()
         return doc
@@ -187,8 +204,6 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
         if trading is not None:
             print(f"trading ({trading.strategy}): http://{args.host}:{args.port}/api/trading/approvals "
                   "(Authorization: Bearer <key>)", file=sys.stderr)
-    scenarios = tuple(s.strip() for s in args.scenario.split(",") if s.strip()) or DEMO_SCENARIOS
-    sim = SimConfig(scenarios=scenarios, seed=args.seed, duration_s=args.duration if args.duration > 0 else 0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,21 +211,32 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
             loop.add_signal_handler(sig, stop.set)
 
     async def pump() -> None:
-        async for msgs in _batches(live_messages(sim), batch_ms=50):
+        async for msgs in _batches(live_messages(sim), batch_ms=BATCH_MS):
             t_arrival = time.perf_counter_ns()
             ing = ingest_ticks(msgs, registry, ts_recv_ns=time.time_ns())
             engine.offer(ing.columns, ing.dead_letters, arrival_ns=t_arrival)
             if stop.is_set():
                 break
 
-    pump_task = asyncio.create_task(pump())
+    def offer_wire(ticks: list[TradeTick | QuoteTick], dead: list[DeadLetter]) -> None:
+        t_arrival = time.perf_counter_ns()
+        ing = ingest_ticks(ticks, registry)  # keeps the ts_recv each adapter stamped
+        engine.offer(ing.columns, dead + ing.dead_letters, arrival_ns=t_arrival)
+
+    if wire is not None:
+        from commodex.embedded.wire import run_wire
+
+        pump_task = asyncio.create_task(run_wire(wire, stop, BATCH_MS, offer_wire))
+    else:
+        pump_task = asyncio.create_task(pump())
     waiters = [pump_task, asyncio.create_task(stop.wait())]
     if args.duration > 0:
         waiters.append(asyncio.create_task(asyncio.sleep(args.duration + 1)))
     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     for t in waiters:
-        t.cancel()
+        if t is not pump_task or wire is None:  # the wire pump stops on `stop`, delivering its last events
+            t.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await pump_task
     engine.finish()
@@ -220,7 +246,12 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
         server.should_exit = True
         await server_task
     store.close()
-    return engine.summary(), ({"trading": trading.summary()} if trading is not None else {})
+    extra: dict[str, object] = {"source": source}
+    if wire is not None:
+        extra["feeds"] = wire.feeds()
+    if trading is not None:
+        extra["trading"] = trading.summary()
+    return engine.summary(), extra
 
 
 def run_demo(args: argparse.Namespace) -> int:

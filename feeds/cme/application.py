@@ -124,7 +124,8 @@ class CmeApplication(fix.Application):  # type: ignore[misc]  # SWIG class: no t
                     self.protocol.poll(now)
                 events = self.protocol.events()
                 requests = self.protocol.requests()
-            self._hand_out(events)
+                # under the lock: QuickFIX's thread and the poll/stop thread must hand out batches in order
+                self._hand_out(events)
             for req in requests:
                 self._send(req)
         except Exception as e:  # noqa: BLE001 - must not reach QuickFIX: becomes a dead letter
@@ -139,7 +140,7 @@ class CmeApplication(fix.Application):  # type: ignore[misc]  # SWIG class: no t
             with self._lock:
                 self.protocol.callback_error(callback, error, raw, now)
                 events = self.protocol.events()
-            self._hand_out(events)
+                self._hand_out(events)
         except Exception as e:  # noqa: BLE001 - the last line of defence: count it, keep it for status
             self.sink_errors += 1
             self.last_error = f"{callback}: {type(e).__name__}: {e}"

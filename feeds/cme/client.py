@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -38,6 +39,22 @@ from feeds.common.metrics import FeedMetricsSnapshot
 from market.instruments import Registry
 
 BEGIN_STRING = "FIX.4.4"
+
+
+def restore_signal_handlers() -> None:
+    """Importing quickfix (1.16) resets SIGINT to the default action at the C level, behind Python's back: Ctrl-C
+    would then kill the process past Python's handler (no KeyboardInterrupt, no asyncio stop handler, so no
+    clean shutdown and no capture manifest). Re-install the handlers Python holds; main thread only (Python sets
+    handlers nowhere else). Called once below, right after this module imported quickfix."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: set outside Python, nothing to re-install
+            signal.signal(sig, handler)
+
+
+restore_signal_handlers()
 
 
 class EventBridge:
@@ -147,9 +164,12 @@ class CmeClient:
         registry: Registry | None = None,
         *,
         clock: Callable[[], int] = time.time_ns,
+        protocol: CmeMdProtocol | None = None,
     ) -> None:
+        """`protocol`: a prepared CmeMdProtocol of `config` (feeds.capture passes one that records what drives
+        it); default a plain one."""
         self.config = config
-        self.protocol = CmeMdProtocol(config, registry)
+        self.protocol = protocol if protocol is not None else CmeMdProtocol(config, registry)
         self.bridge = EventBridge()
         self.application = CmeApplication(self.protocol, self.bridge.put, config.password, clock)
         self._on_events = on_events
