@@ -53,7 +53,17 @@ test-flink: $(STAMP_FLINK)
 stack: $(STAMP_TEST)
 	$(BIN)/commodex stack $(or $(ARGS),up)
 
-bench: $(STAMP_TEST)
+# cryptofeed 2.3.2 (the decode reference bench/bench_feeds.py compares against) in its own venv: its pins clash
+# with ours, and 2.4+ cannot read the 2021 capture in ../shared/data/cryptofeed_ws_captures
+REF_VENV   ?= .venv-bench-ref
+STAMP_REF  := $(REF_VENV)/.stamp-ref
+
+$(STAMP_REF):
+	$(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install --disable-pip-version-check -q 'cryptofeed==2.3.2'
+	touch $@
+
+bench: $(STAMP_TEST) $(STAMP_REF)
 	$(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP_TEST)
@@ -61,4 +71,4 @@ lint: $(STAMP_TEST)
 	$(BIN)/mypy $(TYPED)
 
 clean:
-	rm -rf $(VENV) $(FLINK_VENV) .commodex build *.egg-info
+	rm -rf $(VENV) $(FLINK_VENV) $(REF_VENV) .commodex build *.egg-info

@@ -4,6 +4,7 @@ implementation measured in the same run on the same bytes (outputs are checked t
 FIX workload: the recorded JSE market data log (shared/data/fix_message_logs/fix.5.0.set.1, 13,888 messages)
 repeated; synthetic messages of the same shape when the data folder is absent. Baseline: regex split at
 "8=FIX", then per message split on SOH into (tag, value) pairs, BodyLength and a Python `sum` CheckSum.
+`extra` has the codec without its numba batch scanner (FixCodecConfig(batch_scan=False)), same run, same output.
 DBN workload: the CME ES trades sample's records tiled (ts and sequence advanced) into one uncompressed file.
 Baseline: databento-dbn's decoder, one Python record object per record, converted to TradeTicks (`load_dbn`);
 measured: the numpy view of the record bytes to TickColumns (`load_dbn_columns`).
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Result, best_of
-from feeds.fix.codec import FixMessage, FixSplitter, encode_message
+from feeds.fix.codec import FixCodecConfig, FixMessage, FixSplitter, encode_message
 from feeds.loaders.databento import DTYPES, DatabentoConfig, load_dbn, load_dbn_columns, read_bytes
 from market.columns import TickColumns
 from market.instruments import default_registry
@@ -83,12 +84,16 @@ def run(quick: bool = False) -> list[Result]:
     n = sum(1 for i in items if isinstance(i, FixMessage))
     if naive_fix(data) != n or n != len(items):
         raise AssertionError("FIX decoder and baseline disagree on the benchmark stream")
+    item_by_item = FixCodecConfig(batch_scan=False)
+    if FixSplitter(item_by_item).decode_all(data) != items:
+        raise AssertionError("FIX batch scanner and item-by-item path disagree on the benchmark stream")
     t_ours = best_of(lambda: FixSplitter().decode_all(data), repeat)
+    t_items = best_of(lambda: FixSplitter(item_by_item).decode_all(data), repeat)
     t_naive = best_of(lambda: naive_fix(data), repeat)
     results.append(Result(AREA, "FIX codec: framing + BodyLength/CheckSum + typed messages", n / t_ours,
                           "messages/s", "naive split + per-message sum()", n / t_naive,
                           f"{n:,} messages, {len(data) / 1e6:.1f} MB, {source}",
-                          {"MB/s": len(data) / 1e6 / t_ours}))
+                          {"MB/s": len(data) / 1e6 / t_ours, "batch_scan=False messages/s": n / t_items}))
 
     samples = DATA / "databento_dbn_samples"
     if (samples / "raw").is_dir():

@@ -84,6 +84,9 @@ class SubscriptionType(StrEnum):
 _ENTRY_TYPES = {e.value: e for e in EntryType}
 _ACTIONS = {a.value: a for a in UpdateAction}
 _AGGRESSOR = {"1": Side.BUY, "2": Side.SELL}
+_TAGS = {str(i): i for i in range(1, 10_000)}  # canonical tag text -> tag (other spellings take the slow check)
+_TIME_CACHE_MAX = 4096
+_SECOND_NS: dict[tuple[str, str], int] = {}  # (MDEntryDate, MDEntryTime's HH:MM:SS) -> UTC ns; entries share it
 AGGRESSOR_CODE = {Side.BUY: "1", Side.SELL: "2"}
 
 
@@ -249,13 +252,19 @@ class TopOfBook(msgspec.Struct):
 def split_fields(raw: str) -> list[tuple[int, str]]:
     """tag=value fields of a whole FIX message string (QuickFIX Message.toString()); trailing SOH optional."""
     out: list[tuple[int, str]] = []
+    append = out.append
+    tag_of = _TAGS.get
     for part in raw.split(SOH):
+        tag, sep, value = part.partition("=")
+        k = tag_of(tag)
+        if k is not None and sep:
+            append((k, value))
+            continue
         if not part:
             continue
-        tag, sep, value = part.partition("=")
-        if not sep or not tag.isdigit():
+        if not sep or not tag.isascii() or not tag.isdigit():
             raise MdDecodeError(f"field {part[:40]!r} is not tag=value")
-        out.append((int(tag), value))
+        append((int(tag), value))
     return out
 
 
@@ -314,8 +323,20 @@ def _entry_time(entry: dict[int, str], where: str) -> int:
     date_text, time_text = entry.get(MD_ENTRY_DATE), entry.get(MD_ENTRY_TIME)
     if date_text is None or time_text is None:
         raise MdDecodeError(f"{where}: MDEntryDate (272) and MDEntryTime (273) are required")
+    key = (date_text, time_text[:8])
+    base = _SECOND_NS.get(key)
     try:
-        return parse_utc_date(date_text) + parse_utc_time_only(time_text)
+        if base is None:
+            base = parse_utc_date(date_text) + parse_utc_time_only(time_text[:8])
+            if len(_SECOND_NS) >= _TIME_CACHE_MAX:
+                _SECOND_NS.clear()
+            _SECOND_NS[key] = base
+        if len(time_text) == 8:
+            return base
+        digits = time_text[9:]
+        if time_text[8] != "." or len(digits) not in (3, 6, 9) or not digits.isascii() or not digits.isdigit():
+            raise ValueError(f"bad UTCTimeOnly {time_text!r}")
+        return base + int(digits) * 10 ** (9 - len(digits))
     except ValueError as e:
         raise MdDecodeError(f"{where}: {e}") from None
 

@@ -64,6 +64,33 @@ class LagWindow:
         else:
             self._ring[n & self._mask] = lag_ns
 
+    def add_many(self, lags_ns: np.ndarray) -> None:
+        """add() of each lag in order, done as list slice operations (only the last `size` lags can stay in
+        the ring, so earlier ones only advance the count)."""
+        n = len(lags_ns)
+        if not n:
+            return
+        size, ring = self.size, self._ring
+        k = min(n, size)
+        values = lags_ns[n - k:].tolist()
+        start = self.total + n - k  # the count at which values[0] is added
+        self.total += n
+        if k == size:  # every slot is overwritten: the ring is `values`, rotated to where they land
+            rot = start & self._mask
+            ring[:] = values[size - rot:] + values[:size - rot]
+            return
+        if len(ring) < size:  # still growing: appends first
+            grow = min(k, size - len(ring))
+            ring.extend(values[:grow])
+            values = values[grow:]
+            start += grow
+            if not values:
+                return
+        pos = start & self._mask
+        head = min(len(values), size - pos)
+        ring[pos:pos + head] = values[:head]
+        ring[:len(values) - head] = values[head:]
+
     def __len__(self) -> int:
         return len(self._ring)
 

@@ -94,7 +94,23 @@ class Sequencer(Generic[T]):
         """Streams waiting for a snapshot since at least older_than_ns before now_ns."""
         return [k for k, st in self._streams.items() if not st.live and now_ns - st.since_ns >= older_than_ns]
 
+    def live_expected(self, streams: list[str]) -> list[int]:
+        """Next expected seq of each stream, -1 for a stream that is not live (for batch fast paths)."""
+        out: list[int] = []
+        for key in streams:
+            st = self._streams.get(key)
+            out.append(st.expected if st is not None and st.live and st.expected is not None else -1)
+        return out
+
     # -- transitions ---------------------------------------------------------------------------------
+
+    def advance(self, stream: str, expected: int) -> None:
+        """A batch fast path delivered the live stream's updates in order up to `expected` - 1 (the same as
+        on_update returning ACCEPT for each of them)."""
+        st = self._streams.get(stream)
+        if st is None or not st.live or st.expected is None or expected < st.expected:
+            raise ValueError(f"{stream}: advance to {expected} needs a live stream expecting <= that")
+        st.expected = expected
 
     def await_snapshot(self, stream: str, now_ns: int = 0) -> None:
         """Subscribe or re-request: hold incrementals of `stream` until its snapshot (state is kept)."""

@@ -313,13 +313,12 @@ class McxPollProtocol(SansIOFeed):
         if q.seq == st.seq:
             self.counters.unchanged += 1
             return
-        new = 0
+        fresh: list[tuple[int, QuoteTick | TradeTick]] = []
         tq = q.quote
         if tq is not None and tq.seq > st.quote_seq:
             quote_tick = q.to_quote(iid, ts_recv, tq.seq if self._venue_seq else 0)
             if quote_tick is not None:  # always: tq is its quote
-                self._emit(quote_tick)
-                new += 1
+                fresh.append((tq.seq, quote_tick))
             st.quote_seq = tq.seq
         tt = q.last_trade
         if tt is not None and tt.seq > st.trade_seq:
@@ -333,15 +332,18 @@ class McxPollProtocol(SansIOFeed):
             else:
                 trade_tick = q.to_trade(iid, ts_recv, size, tt.seq if self._venue_seq else 0)
                 if trade_tick is not None:  # always: tt is its last trade
-                    self._emit(trade_tick)
-                    new += 1
+                    fresh.append((tt.seq, trade_tick))
             st.trade_seq = tt.seq
         elif q.volume != st.volume and not first:
             m.rejected += 1
             self._dead(MALFORMED, f"{iid} volume went from {st.volume} to {q.volume} without a new trade", raw,
                        ts_recv, iid)
+        # in venue seq order: a trade older than the new quote must be checked against the quote it printed in
+        fresh.sort(key=lambda item: item[0])
+        for _, tick in fresh:
+            self._emit(tick)
         if not first:
-            self.counters.conflated += max(0, q.seq - st.seq - new)
+            self.counters.conflated += max(0, q.seq - st.seq - len(fresh))
         st.seq = q.seq
         st.volume = q.volume
 
