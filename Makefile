@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP_BASE := $(VENV)/.stamp-base
 STAMP_TEST := $(VENV)/.stamp-test
+STAMP_FEEDS := $(VENV)/.stamp-feeds
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -q
 
 .PHONY: demo test test-flink bench lint typecheck clean venv stack
@@ -13,6 +14,11 @@ $(BIN)/python:
 
 $(STAMP_BASE): pyproject.toml | $(BIN)/python
 	$(PIP) -e .
+	touch $@
+
+# the venue adapters the demo runs over loopback (websockets, httpx, QuickFIX: built from source the first time)
+$(STAMP_FEEDS): pyproject.toml $(STAMP_BASE)
+	$(PIP) -e '.[feeds]'
 	touch $@
 
 $(STAMP_TEST): pyproject.toml $(STAMP_BASE)
@@ -35,7 +41,7 @@ $(STAMP_FLINK): pyproject.toml | $(FLINK_BIN)/python
 
 venv: $(STAMP_BASE)
 
-demo: $(STAMP_BASE)
+demo: $(STAMP_FEEDS)
 	$(BIN)/commodex demo $(ARGS)
 
 TYPED := market jobs simulators serving commodex trading feeds stack bench

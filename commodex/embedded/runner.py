@@ -153,8 +153,12 @@ async def _demo(args: argparse.Namespace) -> tuple[Summary, dict[str, object]]:
     source = getattr(args, "source", "wire")
     wire = None
     if source == "wire":
-        from commodex.embedded.wire import WireMarket
-
+        try:
+            from commodex.embedded.wire import WireMarket
+        except ModuleNotFoundError as e:  # the adapters' packages are the `feeds` extra (make demo installs it)
+            print(f"commodex demo: the wire source needs the feeds extra ({e}): pip install -e '.[feeds]', "
+                  "or run with --source inproc", file=sys.stderr)
+            raise SystemExit(2) from e
         wire = WireMarket(sim, registry=registry)  # imports the venues and adapters (QuickFIX: ~2 s)
 
     trading = trading_sink = keys = None
