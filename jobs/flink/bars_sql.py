@@ -3,7 +3,8 @@
 `build(source, sink, config)` plans one job: ticks table (event-time watermark) -> late filter -> per interval
 a tumbling window aggregate (high, low, volume, trades, sum(price*size)) window-joined to two window Top-1
 rankings (open = smallest (ts_event, arrival), close = largest), then exact half-to-even VWAP. Sources and
-sinks are pluggable: `MemorySource` + `CollectSink` for tests, `KafkaSource` + `KafkaSink` for the stack.
+sinks are pluggable: `MemorySource` + `CollectSink` for tests; the stack's Kafka source and sinks live in
+jobs/flink/kafka.py.
 
 How the kernel's rules map onto SQL (all verified by tests/test_flink_bars_differential.py):
 - Open/close: FIRST_VALUE/LAST_VALUE follow arrival, so they are wrong under disorder. Window Top-1 ordered by
@@ -22,6 +23,9 @@ How the kernel's rules map onto SQL (all verified by tests/test_flink_bars_diffe
   allowed_lateness_ms = 0 both emit exactly one bar per window.
 - Equality holds for one ordered input split (parallelism 1, or one Kafka partition): the kernel's watermark
   is global over arrival order, and so is the OVER aggregate (it runs with parallelism 1).
+
+`plan` leaves the MARKED view (every tick + max_ts + late) on the environment: jobs/flink/samples_sql.py and
+jobs/flink/job.py (the whole market job) build on it. TICK_COLUMNS carry the quote fields for them.
 """
 
 from __future__ import annotations
@@ -34,22 +38,25 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from pyflink.table import StatementSet, Table, TableEnvironment, TableResult
+from pyflink.table import Table, TableEnvironment
 
 from jobs.bars import BarsConfig
-from market.columns import KIND_QUOTE, KIND_TRADE, TickColumns
+from market.columns import KIND_TRADE, TickColumns
 from market.config import Config
 from market.events import Bar
-from market.rejects import DETAIL, Reason
-from market.timeutil import NS_PER_MS, format_interval
+from market.timeutil import NS_PER_MS
 
 TICKS = "ticks"
 LATE = "late_rows"
 SOURCE = "flink.bars"
 
+MARKED = "ticks_marked"  # view: the ticks + max_ts (running max ts_event, arrival order) + late flag
+
 # Columns every source provides (before the computed rowtime/proctime): arrival orders rows (in-memory row
-# number, Kafka offset); kind is KIND_TRADE / KIND_QUOTE as in TickColumns.
-TICK_COLUMNS = ("arrival", "instrument_id", "kind", "ts_event", "ts_recv", "seq", "price", "size")
+# number, Kafka offset); kind is KIND_TRADE / KIND_QUOTE as in TickColumns. Trades leave bid..ask_size 0,
+# quotes leave price and size 0 (as TickColumns does).
+TICK_COLUMNS = ("arrival", "instrument_id", "kind", "ts_event", "ts_recv", "seq", "price", "size", "bid", "ask",
+                "bid_size", "ask_size")
 BAR_COLUMNS = ("instrument_id", "interval_ns", "start", "open", "high", "low", "close", "volume", "vwap", "trades",
                "ts_recv")
 
@@ -80,7 +87,7 @@ def _rowtime_ddl(watermark_lag_ms: int) -> str:
 
 
 _TICK_DDL = ("arrival BIGINT, instrument_id STRING, kind INT, ts_event BIGINT, ts_recv BIGINT, seq BIGINT, "
-             "price BIGINT, size BIGINT")
+             "price BIGINT, size BIGINT, bid BIGINT, ask BIGINT, bid_size BIGINT, ask_size BIGINT")
 
 
 @dataclass
@@ -117,34 +124,8 @@ def write_ticks_csv(cols: TickColumns, ids: Sequence[str], path: Path) -> None:
         w = csv.writer(f)
         w.writerows(zip(range(len(cols)), names.tolist(), cols.kind.tolist(), cols.ts_event.tolist(),
                         cols.ts_recv.tolist(), cols.seq.tolist(), cols.price.tolist(), cols.size.tolist(),
+                        cols.bid.tolist(), cols.ask.tolist(), cols.bid_size.tolist(), cols.ask_size.tolist(),
                         strict=True))
-
-
-@dataclass(frozen=True)
-class KafkaSource:
-    """The validated ticks topic, codec JSON (`trade.v1` / `quote.v1`). arrival = the record's offset, so use
-    one partition (or accept that the watermark is then per-partition-interleaving dependent)."""
-
-    topic: str
-    bootstrap: str
-    group_id: str = "commodex-flink-bars"
-    startup_mode: str = "earliest-offset"
-
-    def register(self, t_env: TableEnvironment, name: str, watermark_lag_ms: int) -> None:
-        t_env.execute_sql(f"""CREATE TEMPORARY TABLE {name}_json (
-  `type` STRING, instrument_id STRING, ts_event BIGINT, ts_recv BIGINT, seq BIGINT, price BIGINT, size BIGINT,
-  arrival BIGINT METADATA FROM 'offset' VIRTUAL,
-  rowtime AS TO_TIMESTAMP_LTZ(ts_event / 1000000, 3),
-  proc AS PROCTIME(),
-  WATERMARK FOR rowtime AS rowtime - {sql_interval(watermark_lag_ms)}
-) WITH (
-  'connector' = 'kafka', 'topic' = '{self.topic}', 'properties.bootstrap.servers' = '{self.bootstrap}',
-  'properties.group.id' = '{self.group_id}', 'scan.startup.mode' = '{self.startup_mode}',
-  'format' = 'json', 'json.fail-on-missing-field' = 'false', 'json.ignore-parse-errors' = 'false'
-)""")
-        kind = f"CASE WHEN `type` = 'trade.v1' THEN {KIND_TRADE} ELSE {KIND_QUOTE} END"
-        t_env.execute_sql(f"""CREATE TEMPORARY VIEW {name} AS SELECT arrival, instrument_id, {kind} AS kind,
-  ts_event, ts_recv, seq, price, size, rowtime, proc FROM {name}_json""")
 
 
 # -- the plan ---------------------------------------------------------------------------------------------------
@@ -183,6 +164,12 @@ def _bars_sql(trades: str, iv: int) -> str:
     ON a.window_start = o.window_start AND a.window_end = o.window_end AND a.instrument_id = o.instrument_id
   JOIN {top1("ts_event DESC, arrival DESC")} c
     ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.instrument_id = c.instrument_id"""
+    return _vwap_select(joined, iv)
+
+
+def _vwap_select(joined: str, iv: int, extra: str = "") -> str:
+    """BAR_COLUMNS (+ `extra` columns) from rows (instrument_id, st, op, high, low, cl, volume, trades, ts_recv,
+    pv, q0 ~ pv/volume)."""
     # q0 may be off by one (decimal division rounds); one correction step gives floor, then round half to even
     floored = f"""SELECT *, q0 + d AS q, pv - (q0 + d) * volume AS r FROM (
     SELECT *, CASE WHEN pv - q0 * volume < 0 THEN -1 WHEN pv - q0 * volume >= volume THEN 1 ELSE 0 END AS d
@@ -191,8 +178,62 @@ def _bars_sql(trades: str, iv: int) -> str:
     cl AS `close`, volume,
     CASE WHEN volume = 0 THEN cl ELSE CAST(q + CASE WHEN 2 * r > volume OR (2 * r = volume AND MOD(q, 2) <> 0)
       THEN 1 ELSE 0 END AS BIGINT) END AS vwap,
-    trades, ts_recv
+    trades, ts_recv{extra}
   FROM ({floored})"""
+
+
+def first_emission_bars(t_env: TableEnvironment, config: BarsConfig, intervals_ns: Sequence[int]) -> Table:
+    """BAR_COLUMNS + emit_key of each window's FIRST emission (the kernel's revision 0, what the bar-rate logic
+    scores), for `intervals_ns`; needs `plan`'s MARKED view. A trade is *pre-due* when the watermark had not reached its
+    window's end when it arrived (end > max_ts - out_of_orderness, max_ts including the trade: the kernel moves
+    the watermark before applying a row). Revision 0 holds the pre-due trades; a window that came due empty is
+    emitted on its first (non-late) trade alone. Due-ness only grows in arrival order, so pre-due trades all
+    arrive before the others: Top-1 ranks pre-due trades first (open/close among them), else the first arrival.
+    emit_key orders the emissions per (instrument, interval) as the kernel makes them: 2 * end for a window
+    emitted when the watermark reached its end, 2 * (watermark at its first trade) + 1 for one that came due
+    empty (emitted after every window whose end that watermark had reached, so the logic may find it late)."""
+    ooo = config.out_of_orderness_ms * NS_PER_MS
+    parts = []
+    for iv in intervals_ns:
+        view = f"trades_first_{iv}"
+        t_env.execute_sql(f"""CREATE TEMPORARY VIEW {view} AS SELECT *,
+  ts_event - MOD(ts_event, {iv}) + {iv} > max_ts - {ooo} AS pre
+  FROM {MARKED} WHERE NOT late AND kind = {KIND_TRADE}""")
+        parts.append(_first_bars_sql(view, iv, ooo))
+    return t_env.sql_query("\nUNION ALL\n".join(parts))
+
+
+def _first_bars_sql(trades: str, iv: int, ooo: int) -> str:
+    tvf = f"TABLE(TUMBLE(TABLE {trades}, DESCRIPTOR(rowtime), {sql_interval(iv // NS_PER_MS)}))"
+
+    def top1(order: str) -> str:
+        return f"""(SELECT * FROM (SELECT window_start, window_end, instrument_id, price, size, ts_recv, max_ts,
+      ROW_NUMBER() OVER (PARTITION BY window_start, window_end, instrument_id ORDER BY {order}) AS rn
+      FROM {tvf}) WHERE rn = 1)"""
+
+    agg = f"""(SELECT window_start, window_end, instrument_id, MIN(ts_event - MOD(ts_event, {iv})) AS st,
+      COUNT(*) FILTER (WHERE pre) AS npre, MAX(price) FILTER (WHERE pre) AS high,
+      MIN(price) FILTER (WHERE pre) AS low, SUM(size) FILTER (WHERE pre) AS volume,
+      SUM(CAST(price AS DECIMAL(38, 0)) * size) FILTER (WHERE pre) AS pv, MAX(ts_recv) FILTER (WHERE pre) AS ts_recv
+    FROM {tvf} GROUP BY window_start, window_end, instrument_id)"""
+    # no pre-due trade: open = close = the first arrival, which alone is the bar
+    pre_first = "CASE WHEN pre THEN 0 ELSE 1 END ASC"
+    pre_ts = "CASE WHEN pre THEN ts_event ELSE 0 END"
+    joined = f"""SELECT a.instrument_id, a.st, o.price AS op, c.price AS cl,
+    CASE WHEN a.npre > 0 THEN a.high ELSE o.price END AS high,
+    CASE WHEN a.npre > 0 THEN a.low ELSE o.price END AS low,
+    CASE WHEN a.npre > 0 THEN a.volume ELSE o.size END AS volume,
+    CASE WHEN a.npre > 0 THEN a.npre ELSE 1 END AS trades,
+    CASE WHEN a.npre > 0 THEN a.pv ELSE CAST(o.price AS DECIMAL(38, 0)) * o.size END AS pv,
+    CASE WHEN a.npre > 0 THEN a.ts_recv ELSE o.ts_recv END AS ts_recv,
+    CASE WHEN a.npre > 0 THEN 2 * (a.st + {iv}) ELSE 2 * (o.max_ts - {ooo}) + 1 END AS emit_key
+  FROM {agg} a
+  JOIN {top1(f"{pre_first}, {pre_ts} ASC, arrival ASC")} o
+    ON a.window_start = o.window_start AND a.window_end = o.window_end AND a.instrument_id = o.instrument_id
+  JOIN {top1(f"{pre_first}, {pre_ts} DESC, CASE WHEN pre THEN arrival ELSE -arrival END DESC")} c
+    ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.instrument_id = c.instrument_id"""
+    return _vwap_select(f"SELECT *, CAST(FLOOR(pv / NULLIF(volume, 0)) AS DECIMAL(38, 0)) AS q0 FROM ({joined})", iv,
+                        ", emit_key")
 
 
 @dataclass(frozen=True)
@@ -204,14 +245,14 @@ class BarsTables:
 
 def plan(t_env: TableEnvironment, source: TickSource, config: BarsConfig) -> BarsTables:
     source.register(t_env, TICKS, watermark_lag_ms(config))
-    t_env.execute_sql(f"""CREATE TEMPORARY VIEW ticks_marked AS SELECT *, ({_late_expr(config)}) AS late FROM (
+    t_env.execute_sql(f"""CREATE TEMPORARY VIEW {MARKED} AS SELECT *, ({_late_expr(config)}) AS late FROM (
   SELECT *, MAX(ts_event) OVER (ORDER BY proc ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS max_ts
   FROM {TICKS})""")
     t_env.execute_sql(f"""CREATE TEMPORARY VIEW trades_on_time AS
-  SELECT * FROM ticks_marked WHERE NOT late AND kind = {KIND_TRADE}""")
+  SELECT * FROM {MARKED} WHERE NOT late AND kind = {KIND_TRADE}""")
     bars = t_env.sql_query("\nUNION ALL\n".join(_bars_sql("trades_on_time", iv) for iv in config.intervals_ns))
     cols = ", ".join(TICK_COLUMNS)
-    late = t_env.sql_query(f"SELECT {cols} FROM ticks_marked WHERE late")
+    late = t_env.sql_query(f"SELECT {cols} FROM {MARKED} WHERE late")
     return BarsTables(t_env, bars, late)
 
 
@@ -249,6 +290,10 @@ class LateRow:
     seq: int
     price: int
     size: int
+    bid: int
+    ask: int
+    bid_size: int
+    ask_size: int
 
 
 @dataclass
@@ -290,47 +335,6 @@ UNION ALL SELECT 'late' AS rec, {no_bar}, {late_cols} FROM late_out""")
                     out.late.append(LateRow(*vals[1 + nb:]))
         out.late.sort(key=lambda r: r.arrival)
         return out
-
-
-@dataclass(frozen=True)
-class KafkaSink:
-    """Bars to one topic per interval (codec JSON `bar.v1`, key = instrument), late rows to the late topic as
-    `deadletter.v1` records (reason "late"), via one statement set (one job)."""
-
-    bootstrap: str
-    bar_topic_prefix: str = "md.bars."  # + format_interval(ns), as market.topics.bars
-    late_topic: str = "md.late"
-
-    def _table(self, t_env: TableEnvironment, name: str, topic: str, columns: str) -> None:
-        t_env.execute_sql(f"""CREATE TEMPORARY TABLE {name} ({columns}) WITH (
-  'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{self.bootstrap}',
-  'key.format' = 'raw', 'key.fields' = 'instrument_id', 'value.format' = 'json',
-  'value.fields-include' = 'ALL', 'sink.delivery-guarantee' = 'at-least-once'
-)""")
-
-    def write(self, tables: BarsTables, config: BarsConfig) -> TableResult:
-        t_env = tables.t_env
-        t_env.create_temporary_view("bars_out", tables.bars)
-        t_env.create_temporary_view("late_out", tables.late)
-        stmts: StatementSet = t_env.create_statement_set()
-        bar_cols = ("`type` STRING, instrument_id STRING, interval_ns BIGINT, `start` BIGINT, `open` BIGINT, "
-                    "high BIGINT, low BIGINT, `close` BIGINT, volume BIGINT, vwap BIGINT, trades BIGINT, "
-                    "ts_event BIGINT, ts_recv BIGINT, revision BIGINT")
-        for iv in config.intervals_ns:
-            name = f"bars_sink_{format_interval(iv)}"
-            self._table(t_env, name, self.bar_topic_prefix + format_interval(iv), bar_cols)
-            stmts.add_insert_sql(f"""INSERT INTO {name} SELECT 'bar.v1', instrument_id, interval_ns, `start`, `open`,
-  high, low, `close`, volume, vwap, trades, `start` + interval_ns, ts_recv, CAST(0 AS BIGINT)
-  FROM bars_out WHERE interval_ns = {iv}""")
-        self._table(t_env, "late_sink", self.late_topic,
-                    "`type` STRING, source STRING, reason STRING, detail STRING, raw STRING, ts_recv BIGINT, "
-                    "instrument_id STRING, ts_event BIGINT")
-        raw = ("JSON_OBJECT('instrument_id' VALUE instrument_id, 'ts_event' VALUE ts_event, 'ts_recv' VALUE ts_recv, "
-               "'seq' VALUE seq, 'price' VALUE price, 'size' VALUE size, 'kind' VALUE kind)")
-        stmts.add_insert_sql(f"""INSERT INTO late_sink SELECT 'deadletter.v1', '{SOURCE}', '{Reason.LATE.label}',
-  '{DETAIL[Reason.LATE]}: ts_event ' || CAST(ts_event AS STRING), {raw}, ts_recv, instrument_id, ts_event
-  FROM late_out""")
-        return stmts.execute()
 
 
 # -- the job ----------------------------------------------------------------------------------------------------

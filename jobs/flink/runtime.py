@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from pyflink.table import EnvironmentSettings, TableEnvironment
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.table import EnvironmentSettings, StreamTableEnvironment, TableEnvironment
 
 from market.config import Config
 
@@ -73,4 +76,22 @@ def create_table_env(settings: FlinkSettings, streaming: bool = True) -> TableEn
     conf = t_env.get_config()
     for key, value in settings.options().items():
         conf.set(key, value)
+    return t_env
+
+
+def create_stream_table_env(settings: FlinkSettings) -> StreamTableEnvironment:
+    """A StreamTableEnvironment (SQL + DataStream in one job) with the same options as create_table_env. Python
+    DataStream workers run this interpreter (PyFlink's default, `python`, may lack the project's packages)."""
+    conf = Configuration()
+    for key, value in settings.options().items():
+        conf.set_string(key, value)
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_python_executable(sys.executable)
+    env.set_parallelism(settings.parallelism)
+    t_env = StreamTableEnvironment.create(env, EnvironmentSettings.in_streaming_mode())
+    t_conf = t_env.get_config()
+    for key, value in settings.options().items():
+        t_conf.set(key, value)
     return t_env
