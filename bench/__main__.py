@@ -19,7 +19,7 @@ from bench.common import Result
 
 MODULES = [
     "bench_replay", "bench_bars", "bench_tickstages", "bench_simulator", "bench_book", "bench_fanout",
-    "bench_feeds", "bench_decoders", "bench_stack",
+    "bench_feeds", "bench_decoders", "bench_stack", "bench_flink",
 ]
 
 

@@ -17,9 +17,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import json
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,7 +53,6 @@ from stack.kafka_io import (
 )
 from stack.pg_store import PgStore
 from stack.redis_live import RedisKeys, RedisLive, RedisLiveSink
-from stack.services.base import ServiceError
 from stack.services.stack import Stack
 from stack.settings import (
     ENV_CLICKHOUSE_DSN,
@@ -64,7 +60,6 @@ from stack.settings import (
     ENV_PG_DSN,
     ENV_REDIS_URL,
     ENV_STATE_DIR,
-    for_state_dir,
     load_settings,
 )
 from stack.sinks import ClickHouseWriter, PostgresWriter, SinkLoop, SinkLoopConfig
@@ -75,40 +70,6 @@ SIM = SimConfig(scenarios=("calm", "arbitrage", "crossed", "spike", "crash", "di
 MALFORMED = b'{"type":"trade.v1","instrument_id":"GC.COMEX","price":'  # cut off mid-message
 BarKey = tuple[str, int, int]
 NS = 1_000_000_000
-
-
-def _missing_tools() -> list[str]:
-    from stack.services.postgres import bin_dir
-
-    missing = [t for t in ("java", "mvn", "redis-server") if shutil.which(t) is None]
-    try:
-        bin_dir()
-    except ServiceError:
-        missing.append("postgresql-15")
-    return missing
-
-
-@pytest.fixture(scope="session")
-def stack() -> Iterator[Stack]:
-    """The whole stack on private ports; fails loudly when a service cannot start. Skips only where the
-    tools cannot be installed here (no apt-get, or no mvn to fetch the broker)."""
-    missing = _missing_tools()
-    if missing:
-        if shutil.which("apt-get") is None or shutil.which("mvn") is None:
-            pytest.skip(f"stack integration needs {', '.join(missing)}; this machine has no apt-get/mvn to install "
-                        "them")
-        pytest.fail(f"missing {', '.join(missing)}: apt-get install maven openjdk-17-jre-headless postgresql-15 "
-                    "redis-server (see .ci/run)")
-    # mkdtemp is private (0700); PostgreSQL runs as the postgres user when we are root and must traverse it
-    state = tempfile.mkdtemp(prefix="cdx-stack-")
-    os.chmod(state, 0o755)
-    st = Stack(for_state_dir(state))
-    try:
-        st.up(topics=False, schema=False)
-        yield st
-    finally:
-        st.down()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 # ---- settings and the CLI ---------------------------------------------------------------------------------------
