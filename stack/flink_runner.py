@@ -76,6 +76,8 @@ class FlinkJobConfig(Config, frozen=True):
     delivery: str = "exactly-once"  # or at-least-once (outputs visible at once, duplicates after a restore)
     transactional_id_prefix: str = "commodex-flink"
     watermark_interval_ms: int = 200
+    buffer_timeout_ms: int = 10  # latency knobs of jobs.flink.runtime.FlinkSettings
+    python_bundle_time_ms: int = 50
     bars: BarsConfig = msgspec.field(default_factory=BarsConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,8 @@ class FlinkJobConfig(Config, frozen=True):
                "--group-id", self.group_id, "--job", self.job, "--checkpoint-interval-ms",
                str(self.checkpoint_interval_ms), "--delivery", self.delivery, "--transactional-id-prefix",
                self.transactional_id_prefix, "--watermark-interval-ms", str(self.watermark_interval_ms),
+               "--buffer-timeout-ms", str(self.buffer_timeout_ms), "--python-bundle-time-ms",
+               str(self.python_bundle_time_ms),
                "--bars-config", msgspec.json.encode(self.bars).decode()]
         for flag, value in (("--ticks-topic", self.ticks_topic), ("--checkpoint-dir", self.checkpoint_dir),
                             ("--restore", self.restore)):

@@ -1,8 +1,10 @@
 """OHLCV bars in Flink SQL with the semantics of `jobs.bars.BarAggregator` (the embedded kernel).
 
-`build(source, sink, config)` plans one job: ticks table (event-time watermark) -> late filter -> per interval
-a tumbling window aggregate (high, low, volume, trades, sum(price*size)) window-joined to two window Top-1
-rankings (open = smallest (ts_event, arrival), close = largest), then exact half-to-even VWAP. Sources and
+`build(source, sink, config)` plans one job: ticks table (event-time watermark) -> late filter -> for the
+smallest interval a tumbling window aggregate (high, low, volume, trades, sum(price*size)) window-joined to two
+window Top-1 rankings (open = smallest (ts_event, arrival), close = largest), then exact half-to-even VWAP; every
+interval that is a multiple of it cascades from those bars (`bars_parts`: bar-rate work, not another tick-rate
+pipeline per interval). Sources and
 sinks are pluggable: `MemorySource` + `CollectSink` for tests; the stack's Kafka source and sinks live in
 jobs/flink/kafka.py.
 
@@ -146,24 +148,57 @@ def _late_expr(config: BarsConfig) -> str:
 
 
 def _bars_sql(trades: str, iv: int) -> str:
-    """One interval: window aggregate + Top-1 open + Top-1 close, window-joined; exact VWAP."""
+    """One interval from ticks: window aggregate + Top-1 open + Top-1 close, window-joined; exact VWAP."""
+    return _vwap_select(_base_sql(trades, iv), iv)
+
+
+def _base_sql(trades: str, iv: int) -> str:
+    """Rows (bar_time, instrument_id, st, op, high, low, cl, volume, trades, ts_recv, pv, q0) of one interval from
+    ticks. bar_time (the window_time, a time attribute through the window join) lets coarser windows cascade."""
     tvf = f"TABLE(TUMBLE(TABLE {trades}, DESCRIPTOR(rowtime), {sql_interval(iv // NS_PER_MS)}))"
 
     def top1(order: str) -> str:
         return f"""(SELECT * FROM (SELECT window_start, window_end, instrument_id, price, ROW_NUMBER() OVER (
       PARTITION BY window_start, window_end, instrument_id ORDER BY {order}) AS rn FROM {tvf}) WHERE rn = 1)"""
 
-    agg = f"""(SELECT window_start, window_end, instrument_id, MIN(ts_event - MOD(ts_event, {iv})) AS st,
+    agg = f"""(SELECT window_start, window_end, window_time, instrument_id, MIN(ts_event - MOD(ts_event, {iv})) AS st,
       MAX(price) AS high, MIN(price) AS low, SUM(size) AS volume, COUNT(*) AS trades, MAX(ts_recv) AS ts_recv,
       SUM(CAST(price AS DECIMAL(38, 0)) * size) AS pv
-    FROM {tvf} GROUP BY window_start, window_end, instrument_id)"""
-    joined = f"""SELECT a.instrument_id, a.st, o.price AS op, a.high, a.low, c.price AS cl, a.volume, a.trades,
-    a.ts_recv, a.pv, CAST(FLOOR(a.pv / NULLIF(a.volume, 0)) AS DECIMAL(38, 0)) AS q0
+    FROM {tvf} GROUP BY window_start, window_end, window_time, instrument_id)"""
+    return f"""SELECT a.window_time AS bar_time, a.instrument_id, a.st, o.price AS op, a.high, a.low,
+    c.price AS cl, a.volume, a.trades, a.ts_recv, a.pv, CAST(FLOOR(a.pv / NULLIF(a.volume, 0)) AS DECIMAL(38, 0)) AS q0
   FROM {agg} a
   JOIN {top1("ts_event ASC, arrival ASC")} o
     ON a.window_start = o.window_start AND a.window_end = o.window_end AND a.instrument_id = o.instrument_id
   JOIN {top1("ts_event DESC, arrival DESC")} c
     ON a.window_start = c.window_start AND a.window_end = c.window_end AND a.instrument_id = c.instrument_id"""
+
+
+# open/close of a cascaded window = the op of its first base bar / the cl of its last: MIN/MAX of
+# (index of the base bar in the window) * 10^20 + (price + 2^63), exact in DECIMAL(38, 0) (the index has < 18 digits)
+_SHIFT = f"CAST('{2**63}' AS DECIMAL(38, 0))"  # literals beyond BIGINT must be cast
+_SLOT = f"CAST('{10**20}' AS DECIMAL(38, 0))"
+
+
+def _cascade_sql(base: str, base_iv: int, iv: int) -> str:
+    """One coarser interval (a multiple of base_iv) from the base interval's rows: the kernel puts the same
+    trades in every interval (a late row updates none), so high/low/volume/trades/pv/ts_recv combine and open /
+    close are those of the first / last base bar by start. Bar-rate work instead of another tick-rate pipeline."""
+    tvf = f"TABLE(TUMBLE(TABLE {base}, DESCRIPTOR(bar_time), {sql_interval(iv // NS_PER_MS)}))"
+
+    def enc(px: str) -> str:
+        idx = f"CAST(MOD(st, {iv}) / {base_iv} AS DECIMAL(38, 0))"
+        return f"({idx} * {_SLOT} + (CAST({px} AS DECIMAL(38, 0)) + {_SHIFT}))"
+
+    def dec(col: str) -> str:
+        return f"CAST(MOD({col}, {_SLOT}) - {_SHIFT} AS BIGINT)"
+
+    joined = f"""SELECT instrument_id, st, {dec("o_enc")} AS op, high, low, {dec("c_enc")} AS cl, volume, trades,
+    ts_recv, pv, CAST(FLOOR(pv / NULLIF(volume, 0)) AS DECIMAL(38, 0)) AS q0
+  FROM (SELECT instrument_id, MIN(st - MOD(st, {iv})) AS st, MIN({enc("op")}) AS o_enc, MAX({enc("cl")}) AS c_enc,
+      MAX(high) AS high, MIN(low) AS low, SUM(volume) AS volume, SUM(trades) AS trades, MAX(ts_recv) AS ts_recv,
+      SUM(pv) AS pv
+    FROM {tvf} GROUP BY window_start, window_end, instrument_id)"""
     return _vwap_select(joined, iv)
 
 
@@ -236,6 +271,16 @@ def _first_bars_sql(trades: str, iv: int, ooo: int) -> str:
                         ", emit_key")
 
 
+def bars_parts(t_env: TableEnvironment, trades: str, intervals_ns: Sequence[int]) -> list[str]:
+    """SQL per interval (BAR_COLUMNS). Ticks feed one pipeline, of the smallest interval; every interval that is a
+    multiple of it cascades from its bars (view `bars_base`); any other interval is computed from the ticks."""
+    base_iv = min(intervals_ns)
+    t_env.execute_sql(f"CREATE TEMPORARY VIEW bars_base AS {_base_sql(trades, base_iv)}")
+    return [_vwap_select("SELECT * FROM bars_base", iv) if iv == base_iv
+            else _cascade_sql("bars_base", base_iv, iv) if iv % base_iv == 0
+            else _bars_sql(trades, iv) for iv in intervals_ns]
+
+
 @dataclass(frozen=True)
 class BarsTables:
     t_env: TableEnvironment
@@ -250,7 +295,7 @@ def plan(t_env: TableEnvironment, source: TickSource, config: BarsConfig) -> Bar
   FROM {TICKS})""")
     t_env.execute_sql(f"""CREATE TEMPORARY VIEW trades_on_time AS
   SELECT * FROM {MARKED} WHERE NOT late AND kind = {KIND_TRADE}""")
-    bars = t_env.sql_query("\nUNION ALL\n".join(_bars_sql("trades_on_time", iv) for iv in config.intervals_ns))
+    bars = t_env.sql_query("\nUNION ALL\n".join(bars_parts(t_env, "trades_on_time", config.intervals_ns)))
     cols = ", ".join(TICK_COLUMNS)
     late = t_env.sql_query(f"SELECT {cols} FROM {MARKED} WHERE late")
     return BarsTables(t_env, bars, late)

@@ -60,6 +60,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--delivery", choices=["exactly-once", "at-least-once"], default="exactly-once")
     p.add_argument("--transactional-id-prefix", default="commodex-flink")
     p.add_argument("--watermark-interval-ms", type=int, default=200)
+    p.add_argument("--buffer-timeout-ms", type=int, default=10, help="network buffer flush interval (latency)")
+    p.add_argument("--python-bundle-time-ms", type=int, default=50, help="Python operator bundle time (latency)")
     p.add_argument("--bars-config", default="{}", help="BarsConfig as JSON (default: the embedded defaults)")
     p.add_argument("--job-name", default="commodex-market")
     return p.parse_args(argv)
@@ -128,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.checkpoint_dir = tmp.name
     settings = FlinkSettings(parallelism=1, checkpoint_dir=args.checkpoint_dir,
                              checkpoint_interval_ms=args.checkpoint_interval_ms, jars=jars_in(args.jar_dir),
-                             watermark_interval_ms=args.watermark_interval_ms, job_name=args.job_name)
+                             watermark_interval_ms=args.watermark_interval_ms, job_name=args.job_name,
+                             buffer_timeout_ms=args.buffer_timeout_ms, python_bundle_time_ms=args.python_bundle_time_ms)
     # a killed or cancelled job leaves its checkpoints for a restart (--restore)
     extra = {"execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
              "execution.checkpointing.num-retained": "3"}

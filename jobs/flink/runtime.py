@@ -21,12 +21,20 @@ class FlinkSettings(Config, frozen=True):
     local_time_zone: str = "UTC"  # window boundaries are epoch-aligned in UTC, as in the embedded kernel
     state_backend: str = "hashmap"  # or "rocksdb" for state larger than the heap
     job_name: str = "commodex-bars"
+    # Latency knobs (results never depend on them): a network buffer is sent when full or after buffer_timeout_ms
+    # (Flink's default 100 ms, paid at every exchange of the plan); Python operators process a bundle of rows for
+    # at most python_bundle_time_ms (Flink's default 1000 ms) before their output moves on.
+    buffer_timeout_ms: int = 10
+    python_bundle_time_ms: int = 50
+    object_reuse: bool = True  # chained SQL operators pass rows without copying them
 
     def __post_init__(self) -> None:
         if self.parallelism < 1:
             raise ValueError("parallelism must be >= 1")
         if self.checkpoint_interval_ms <= 0:
             raise ValueError("checkpoint_interval_ms must be > 0")
+        if self.buffer_timeout_ms < 0 or self.python_bundle_time_ms <= 0:
+            raise ValueError("buffer_timeout_ms must be >= 0 and python_bundle_time_ms > 0")
         if self.watermark_interval_ms < 0:
             raise ValueError("watermark_interval_ms must be >= 0")
         for jar in self.jars:
@@ -42,6 +50,9 @@ class FlinkSettings(Config, frozen=True):
             "table.local-time-zone": self.local_time_zone,
             "state.backend.type": self.state_backend,
             "pipeline.name": self.job_name,
+            "execution.buffer-timeout.interval": f"{self.buffer_timeout_ms} ms",
+            "python.fn-execution.bundle.time": str(self.python_bundle_time_ms),
+            "pipeline.object-reuse": str(self.object_reuse).lower(),
         }
         if self.jars:
             opts["pipeline.jars"] = jar_urls(self.jars)
