@@ -75,6 +75,8 @@ class FlinkJobConfig(Config, frozen=True):
     restore: str = ""
     delivery: str = "exactly-once"  # or at-least-once (outputs visible at once, duplicates after a restore)
     transactional_id_prefix: str = "commodex-flink"
+    # a killed job's open transaction blocks read_committed readers until the broker aborts it after this
+    transaction_timeout_ms: int = 600_000
     watermark_interval_ms: int = 200
     buffer_timeout_ms: int = 10  # latency knobs of jobs.flink.runtime.FlinkSettings
     python_bundle_time_ms: int = 50
@@ -90,7 +92,8 @@ class FlinkJobConfig(Config, frozen=True):
         out = ["--bootstrap", self.bootstrap, "--jar-dir", self.jar_dir, "--namespace", self.namespace,
                "--group-id", self.group_id, "--job", self.job, "--checkpoint-interval-ms",
                str(self.checkpoint_interval_ms), "--delivery", self.delivery, "--transactional-id-prefix",
-               self.transactional_id_prefix, "--watermark-interval-ms", str(self.watermark_interval_ms),
+               self.transactional_id_prefix, "--transaction-timeout-ms", str(self.transaction_timeout_ms),
+               "--watermark-interval-ms", str(self.watermark_interval_ms),
                "--buffer-timeout-ms", str(self.buffer_timeout_ms), "--python-bundle-time-ms",
                str(self.python_bundle_time_ms),
                "--bars-config", msgspec.json.encode(self.bars).decode()]

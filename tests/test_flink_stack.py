@@ -243,8 +243,7 @@ def _wait(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.5)
 
 
-def test_kill9_mid_stream_then_restore_from_checkpoint_equals_uninterrupted_run(
-        stack: Stack, ing: Ingested, tmp_path: Path) -> None:
+def _kill_restore_scenario(stack: Stack, ing: Ingested, tmp_path: Path, tag: str) -> None:
     bootstrap = stack.settings.kafka_bootstrap
     bars_cfg = BarsConfig()
     acc = prepare(ing, REG, PipelineConfig()).accepted
@@ -260,17 +259,17 @@ def test_kill9_mid_stream_then_restore_from_checkpoint_equals_uninterrupted_run(
     want = len(want_bars) + want_late
     assert want_late > 0
 
-    feed, run_u = Topics("restore."), Topics("uninterrupted.")
+    feed, run_u = Topics(f"restore{tag}."), Topics(f"uninterrupted{tag}.")
     ensure_topics(bootstrap, feed.standard(bars_cfg))
     ensure_topics(bootstrap, {t: 1 for t in run_u.outputs(bars_cfg)})
     jar_dir = str(resolve_jars(stack.settings.cache_dir))
     chk = tmp_path / "checkpoints"
     base = FlinkJobConfig(bootstrap=bootstrap, jar_dir=jar_dir, namespace=feed.namespace, job="bars",
-                          group_id="restore-test", checkpoint_dir=str(chk), checkpoint_interval_ms=1000,
-                          transactional_id_prefix="restore-test", bars=bars_cfg)
+                          group_id=f"restore-test{tag}", checkpoint_dir=str(chk), checkpoint_interval_ms=1000,
+                          transactional_id_prefix=f"restore-test{tag}", transaction_timeout_ms=60_000, bars=bars_cfg)
     uninterrupted = FlinkJob(msgspec.structs.replace(
-        base, namespace=run_u.namespace, ticks_topic=feed.ticks, group_id="uninterrupted-test",
-        checkpoint_dir=str(tmp_path / "checkpoints-u"), transactional_id_prefix="uninterrupted-test"),
+        base, namespace=run_u.namespace, ticks_topic=feed.ticks, group_id=f"uninterrupted-test{tag}",
+        checkpoint_dir=str(tmp_path / "checkpoints-u"), transactional_id_prefix=f"uninterrupted-test{tag}"),
         tmp_path, "uninterrupted")
     first = FlinkJob(base, tmp_path, "first")
     jobs = [uninterrupted, first]
@@ -340,3 +339,15 @@ def test_kill9_mid_stream_then_restore_from_checkpoint_equals_uninterrupted_run(
     bars = [b for t in feed_outputs for v in got_i[t] if isinstance(b := codec.decode(v), Bar)]
     assert _final(bars) == want_bars
     assert len(got_i[feed.late]) == want_late
+
+
+def test_kill9_mid_stream_then_restore_from_checkpoint_equals_uninterrupted_run(
+        stack: Stack, ing: Ingested, tmp_path: Path) -> None:
+    """One retry, with fresh topics and jobs, only when the jobs did not get there in time: two Flink JVMs plus the
+    broker on a loaded 2-core machine can starve the restored job before its first checkpoint. Any wrong output
+    fails at once."""
+    try:
+        _kill_restore_scenario(stack, ing, tmp_path / "a", "a")
+    except TimeoutError as e:
+        print(f"kill/restore attempt a timed out ({e}); retrying with fresh topics and jobs")
+        _kill_restore_scenario(stack, ing, tmp_path / "b", "b")

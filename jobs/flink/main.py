@@ -59,6 +59,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--restore", default="", help="a retained checkpoint (chk-N dir) to start from")
     p.add_argument("--delivery", choices=["exactly-once", "at-least-once"], default="exactly-once")
     p.add_argument("--transactional-id-prefix", default="commodex-flink")
+    p.add_argument("--transaction-timeout-ms", type=int, default=600_000,
+                   help="Kafka transaction timeout (>= the checkpoint interval, <= the broker's max)")
     p.add_argument("--watermark-interval-ms", type=int, default=200)
     p.add_argument("--buffer-timeout-ms", type=int, default=10, help="network buffer flush interval (latency)")
     p.add_argument("--python-bundle-time-ms", type=int, default=50, help="Python operator bundle time (latency)")
@@ -97,7 +99,8 @@ def plan(t_env: StreamTableEnvironment, args: argparse.Namespace, bars: BarsConf
     t_env.create_temporary_view("source_rejects", source.rejects(t_env, TICKS))
     parts += [bar_rows(bars.intervals_ns, names), dead_letter_rows("source_rejects", names)]
     outputs = KafkaOutputs(args.bootstrap, names, exactly_once=args.delivery == "exactly-once",
-                           transactional_id_prefix=args.transactional_id_prefix)
+                           transactional_id_prefix=args.transactional_id_prefix,
+                           transaction_timeout_ms=args.transaction_timeout_ms)
     stmts = t_env.create_statement_set()
     outputs.add(stmts, t_env, parts, bars.intervals_ns)
     return stmts, kind
